@@ -1,0 +1,291 @@
+"""The database schema of opsbot: every piece of state the bot keeps lives in these tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# Deterministic constraint names, so later migrations (and SQLite batch mode) can refer to them.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+DEPLOY_STATES = (
+    "pending",
+    "awaiting_approval",
+    "running",
+    "succeeded",
+    "failed",
+    "aborted",
+    "rolled_back",
+)
+DEPLOY_FINAL_STATES = ("succeeded", "failed", "aborted", "rolled_back")
+APPROVAL_DECISIONS = ("approved", "rejected")
+INCIDENT_SEVERITIES = ("P0", "P1", "P2", "P3")
+INCIDENT_STATES = ("active", "mitigated", "resolved")
+ALERT_STATES = ("pending", "firing", "acknowledged", "resolved")
+
+
+def utc_now() -> datetime:
+    """The current time as a timezone-aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def _in_list(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{value}'" for value in values)
+    return f"{column} IN ({quoted})"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware, on SQLite too."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: opsbot stores timezone-aware UTC times")
+        value = value.astimezone(UTC)
+        # SQLite has no time zones: store naive UTC, re-attach UTC when reading.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# JSONB on PostgreSQL (comparable, indexable), JSON text elsewhere.
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+# BIGINT identity on PostgreSQL; SQLite needs INTEGER PRIMARY KEY for its rowid alias.
+BigID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base carrying the shared metadata and naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSONType,
+    }
+
+
+class SlackRequest(Base):
+    """A Slack request already handled; its key makes retries and double clicks no-ops."""
+
+    __tablename__ = "slack_requests"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    received_at: Mapped[datetime] = mapped_column(
+        default=utc_now, server_default=func.now(), index=True
+    )
+
+
+class AuditEntry(Base):
+    """One line of the append-only audit log: who did what, where, and how it ended."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_action_at", "action", "at"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utc_now, server_default=func.now(), index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(128))
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any] | None]
+    request_id: Mapped[str | None] = mapped_column(String(255))
+
+    def __repr__(self) -> str:
+        return (
+            f"AuditEntry(id={self.id}, actor={self.actor!r}, action={self.action!r}, "
+            f"outcome={self.outcome!r})"
+        )
+
+
+class Deploy(Base):
+    """A deploy (or a rollback, when rollback_of_id is set) of one service to one environment."""
+
+    __tablename__ = "deploys"
+    __table_args__ = (
+        CheckConstraint(_in_list("state", DEPLOY_STATES), name="state"),
+        Index("ix_deploys_service_environment_created_at", "service", "environment", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    service: Mapped[str] = mapped_column(String(128))
+    environment: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(255))
+    previous_version: Mapped[str | None] = mapped_column(String(255))
+    strategy: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(32), default="pending", index=True)
+    requested_by: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str | None] = mapped_column(String(64))
+    thread_ts: Mapped[str | None] = mapped_column(String(32))
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    reason: Mapped[str | None] = mapped_column(Text)
+    baseline: Mapped[dict[str, Any] | None]
+    details: Mapped[dict[str, Any] | None]
+    rollback_of_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deploys.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utc_now, server_default=func.now())
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utc_now, onupdate=utc_now, server_default=func.now()
+    )
+
+    def __repr__(self) -> str:
+        return (
+            f"Deploy(id={self.id}, {self.service}@{self.environment} {self.version!r}, "
+            f"state={self.state!r})"
+        )
+
+
+class Approval(Base):
+    """One person's decision on a deploy that needs approval; one decision per person."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (
+        UniqueConstraint("deploy_id", "approver"),
+        CheckConstraint(_in_list("decision", APPROVAL_DECISIONS), name="decision"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    deploy_id: Mapped[int] = mapped_column(ForeignKey("deploys.id", ondelete="CASCADE"))
+    approver: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(16))
+    comment: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(default=utc_now, server_default=func.now())
+
+
+class Lock(Base):
+    """Who holds a service in an environment; the primary key makes the lock exclusive."""
+
+    __tablename__ = "locks"
+
+    service: Mapped[str] = mapped_column(String(128), primary_key=True)
+    environment: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    deploy_id: Mapped[int | None] = mapped_column(ForeignKey("deploys.id", ondelete="SET NULL"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    sticky: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    acquired_at: Mapped[datetime] = mapped_column(default=utc_now, server_default=func.now())
+    expires_at: Mapped[datetime | None]
+
+
+class Incident(Base):
+    """A declared incident with its severity, commander, channel and lifecycle times."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (
+        CheckConstraint(_in_list("severity", INCIDENT_SEVERITIES), name="severity"),
+        CheckConstraint(_in_list("state", INCIDENT_STATES), name="state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    title: Mapped[str] = mapped_column(String(255))
+    severity: Mapped[str] = mapped_column(String(2))
+    state: Mapped[str] = mapped_column(String(16), default="active", index=True)
+    service: Mapped[str | None] = mapped_column(String(128))
+    deploy_id: Mapped[int | None] = mapped_column(ForeignKey("deploys.id", ondelete="SET NULL"))
+    channel_id: Mapped[str | None] = mapped_column(String(64))
+    commander: Mapped[str | None] = mapped_column(String(64))
+    declared_by: Mapped[str] = mapped_column(String(64))
+    declared_at: Mapped[datetime] = mapped_column(default=utc_now, server_default=func.now())
+    mitigated_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    postmortem_due_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utc_now, onupdate=utc_now, server_default=func.now()
+    )
+
+
+class TimelineEvent(Base):
+    """Something that happened during an incident, in order, for the timeline and postmortem."""
+
+    __tablename__ = "timeline_events"
+    __table_args__ = (Index("ix_timeline_events_incident_id_at", "incident_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(default=utc_now, server_default=func.now())
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str | None] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None]
+
+
+class Alert(Base):
+    """A metric rule breaching for a service, with its on-call deadlines and Slack message."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        CheckConstraint(_in_list("state", ALERT_STATES), name="state"),
+        Index("ix_alerts_service_state", "service", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    service: Mapped[str] = mapped_column(String(128))
+    rule: Mapped[str] = mapped_column(String(128))
+    severity: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    value: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(default=utc_now, server_default=func.now())
+    fired_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64))
+    acknowledged_at: Mapped[datetime | None]
+    channel: Mapped[str | None] = mapped_column(String(64))
+    thread_ts: Mapped[str | None] = mapped_column(String(32))
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+    dedup_key: Mapped[str] = mapped_column(String(255), unique=True)
+    ack_deadline: Mapped[datetime | None]
+    engage_deadline: Mapped[datetime | None]
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    silenced_until: Mapped[datetime | None]
+    deploy_id: Mapped[int | None] = mapped_column(ForeignKey("deploys.id", ondelete="SET NULL"))
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"))
+    details: Mapped[dict[str, Any] | None]
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utc_now, onupdate=utc_now, server_default=func.now()
+    )
+
+
+APP_TABLES: tuple[str, ...] = tuple(table.name for table in Base.metadata.sorted_tables)
+"""Every application table, parents first (alembic_version is not one of them)."""

@@ -1,0 +1,127 @@
+"""The database handle: async engine, sessions, Alembic migrations and the readiness ping."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, event, make_url, text
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Any constant works; it only has to be the same for every replica running `upgrade()`.
+_MIGRATION_LOCK_ID = 0x0B5B07
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic Config for opsbot's migrations, built in code (no alembic.ini needed)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        # ConfigParser interpolates '%', which URL-encoded passwords contain.
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _connection_record: Any) -> None:
+    # SQLAlchemy emits BEGIN itself (see _sqlite_on_begin), so turn off the driver's own
+    # half-transactional "legacy" mode; then WAL + busy_timeout make writers queue, not fail.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    # IMMEDIATE takes the write lock up front: a transaction that reads, then writes can never
+    # fail half-way with SQLITE_BUSY, and read-check-write is serialized like a row lock on PG.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """One database (SQLite or PostgreSQL) with its async engine and session factory."""
+
+    ping_timeout: float = 5.0
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.dialect: str = parsed.get_backend_name()
+        engine_options: dict[str, Any] = {"echo": echo}
+        if self.dialect == "sqlite":
+            _ensure_sqlite_parent_dir(parsed.database)
+        else:
+            engine_options.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        self.engine: AsyncEngine = create_async_engine(url, **engine_options)
+        if self.dialect == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_on_connect)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_on_begin)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"Database({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    def session(self) -> AsyncSession:
+        """A new session; use as `async with db.session() as s:` and commit explicitly."""
+        return self._sessions()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction: committed on success, rolled back on error."""
+        async with self._sessions() as session, session.begin():
+            yield session
+
+    async def upgrade(self, revision: str = "head") -> None:
+        """Run Alembic migrations up to `revision` on this database; safe to run repeatedly."""
+        async with self.engine.begin() as connection:
+            if self.dialect == "postgresql":
+                # Two replicas starting together must not both create the schema.
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
+                )
+            await connection.run_sync(self._run_upgrade, revision)
+
+    def _run_upgrade(self, connection: Connection, revision: str) -> None:
+        config = alembic_config(self.url)
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+    async def ping(self) -> bool:
+        """True when the database answers `SELECT 1` within `ping_timeout` seconds."""
+        try:
+            async with asyncio.timeout(self.ping_timeout):
+                async with self.engine.connect() as connection:
+                    await connection.execute(text("SELECT 1"))
+        except Exception as exc:  # readiness must report, never raise
+            log.warning("database ping failed: %s", exc.__class__.__name__)
+            return False
+        return True
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+def _ensure_sqlite_parent_dir(database: str | None) -> None:
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,15 @@
+"""Slack listeners: parse, authorize, call one domain function, render. No business logic."""
+
+from __future__ import annotations
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.app import Services
+
+
+def register_all(app: AsyncApp, services: Services) -> None:
+    """Register every listener; the catch-alls in `actions` go last."""
+    from handlers import actions, commands
+
+    commands.register(app, services)
+    actions.register(app, services)

@@ -1,0 +1,140 @@
+"""Slash commands: parse and answer usage in the ack, run the rest after it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.app import Services
+from bot.commands import COMMANDS, Help, Invalid, Parsed, parse
+from bot.messages import Button, Message, Outcome, Reply
+from handlers.common import Respond, carry_out, reply_payload, send_reply
+
+# (command, action) -> what does it; later features add their entries with `route`.
+Work = Callable[[Services, Parsed, dict[str, Any]], Awaitable[tuple[Reply | None, Outcome]]]
+ROUTES: dict[tuple[str, str], Work] = {}
+
+RERUN_ACTION = "rerun_command"
+
+
+def route(command: str, action: str) -> Callable[[Work], Work]:
+    def decorate(work: Work) -> Work:
+        ROUTES[(command, action)] = work
+        return work
+
+    return decorate
+
+
+def usage_reply(command: str) -> Reply:
+    return Reply(Message(COMMANDS[command].usage_text()))
+
+
+def invalid_reply(command: str, invalid: Invalid) -> Reply:
+    buttons: tuple[Button, ...] = ()
+    if invalid.corrected:
+        label = f"Run {invalid.corrected}"
+        buttons = (Button(RERUN_ACTION, label[:75], invalid.corrected, "primary"),)
+    text = f":warning: {invalid.message}"
+    return Reply(Message(text, buttons=buttons, context=COMMANDS[command].usage_text()))
+
+
+def describe(command: str, text: str) -> str:
+    """The audited name of a request: the command and its first word, never free text."""
+    first = text.split(maxsplit=1)[0].lower() if text.strip() else ""
+    if first and not re.fullmatch(r"[a-z][a-z-]{0,20}", first):
+        first = ""
+    return f"{command} {first}".strip()
+
+
+async def run_command(
+    services: Services,
+    *,
+    command: str,
+    text: str,
+    user_id: str,
+    channel_id: str | None,
+    respond: Respond,
+) -> Outcome:
+    """Carry out a parsed command and reply; shared by slash commands and the re-run button."""
+    result = parse(command, text, services.catalog)
+    if isinstance(result, Help):
+        await send_reply(respond, usage_reply(command))
+        return Outcome("usage")
+    if isinstance(result, Invalid):
+        await send_reply(respond, invalid_reply(command, result))
+        return Outcome("invalid", {"reason": result.message})
+    work = ROUTES.get((result.command, result.action))
+    if work is None:
+        message = Message(
+            f":construction: `{command} {result.action}` is not available in this version of "
+            "opsbot yet. Nothing was changed."
+        )
+        await send_reply(respond, Reply(message))
+        return Outcome("unavailable", {"action": result.action})
+    context = {"user_id": user_id, "channel_id": channel_id}
+    reply, outcome = await work(services, result, context)
+    if reply is not None:
+        await send_reply(respond, reply)
+    return outcome
+
+
+def register(app: AsyncApp, services: Services) -> None:
+    def ack_for(command: str) -> Callable[..., Awaitable[None]]:
+        async def ack_command(ack: Callable[..., Awaitable[Any]], body: dict[str, Any]) -> None:
+            # Usage and parse errors are pure and instant: answer them in the ack itself.
+            result = parse(command, body.get("text", ""), services.catalog)
+            services.tracker.started()
+            if isinstance(result, Help):
+                await ack(**reply_payload(usage_reply(command)))
+            elif isinstance(result, Invalid):
+                await ack(**reply_payload(invalid_reply(command, result)))
+            else:
+                await ack()
+
+        return ack_command
+
+    def work_for(command: str) -> Callable[..., Awaitable[None]]:
+        async def run_after_ack(body: dict[str, Any], respond: Respond) -> None:
+            text = body.get("text", "")
+            user_id = body.get("user_id", "unknown")
+            channel_id = body.get("channel_id")
+            parsed = parse(command, text, services.catalog)
+            quiet: Respond = respond
+            if isinstance(parsed, Help | Invalid):
+                # Already answered in the ack; only the audit remains.
+                async def quiet(**_: Any) -> None:
+                    return None
+
+            async def work() -> Outcome:
+                return await run_command(
+                    services,
+                    command=command,
+                    text=text,
+                    user_id=user_id,
+                    channel_id=channel_id,
+                    respond=quiet,
+                )
+
+            await carry_out(
+                services,
+                body=body,
+                action=describe(command, text),
+                user_id=user_id,
+                channel_id=channel_id,
+                respond=respond,
+                work=work,
+            )
+
+        return run_after_ack
+
+    for name in COMMANDS:
+        app.command(name)(ack=ack_for(name), lazy=[work_for(name)])
+
+    async def ack_unknown_command(ack: Callable[..., Awaitable[Any]], body: dict[str, Any]) -> None:
+        known = ", ".join(COMMANDS)
+        await ack(text=f":warning: opsbot does not know {body.get('command')}. It knows {known}.")
+
+    app.command(re.compile(r".*"))(ack_unknown_command)

@@ -1,0 +1,93 @@
+"""What every listener shares: de-duplication, audit, metrics and error reporting after the ack."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bot import audit
+from bot.app import Services
+from bot.dedup import claim_request, request_key
+from bot.logging import request_id_var, user_id_var
+from bot.messages import Message, Outcome, Reply
+from bot.slack.blocks import to_payload
+
+log = logging.getLogger("opsbot.handlers")
+
+Respond = Callable[..., Awaitable[Any]]
+
+
+def reply_payload(reply: Reply) -> dict[str, Any]:
+    """Arguments for Bolt's `respond()` / `ack()`."""
+    payload = to_payload(reply.message)
+    payload["response_type"] = "in_channel" if reply.public else "ephemeral"
+    if reply.replace_original:
+        payload["replace_original"] = True
+    return payload
+
+
+async def send_reply(respond: Respond, reply: Reply) -> None:
+    try:
+        await respond(**reply_payload(reply))
+    except Exception:
+        # The user cannot be told (the response_url is gone or Slack is down); the log must say.
+        log.exception("could not deliver a reply to the user")
+
+
+async def carry_out(
+    services: Services,
+    *,
+    body: dict[str, Any],
+    action: str,
+    user_id: str,
+    channel_id: str | None,
+    respond: Respond,
+    work: Callable[[], Awaitable[Outcome]],
+) -> None:
+    """Run one request's work exactly once, audit it, and report any failure to the user.
+
+    The ack function has already called `services.tracker.started()`; this always finishes it.
+    """
+    request_id = uuid.uuid4().hex[:12]
+    request_id_var.set(request_id)
+    user_id_var.set(user_id)
+    outcome = Outcome("error")
+    try:
+        key = request_key(body)
+        if not await claim_request(services.db, key=key, kind=action.split(" ")[0]):
+            log.info("ignored a repeated delivery of %s (%s)", action, key)
+            services.metrics.actions.labels(action, "duplicate").inc()
+            return
+        try:
+            outcome = await work()
+        except Exception as exc:
+            log.exception("%s failed", action)
+            outcome = Outcome("error", {"error": type(exc).__name__})
+            text = (
+                f":x: `{action}` failed: {type(exc).__name__}: {str(exc)[:300] or 'no detail'}. "
+                f"Nothing more was done. The error is logged as request `{request_id}`."
+            )
+            await send_reply(respond, Reply(Message(text)))
+        await audit.record(
+            services.db,
+            actor=user_id,
+            channel=channel_id,
+            action=action,
+            outcome=outcome.name,
+            detail=outcome.detail or None,
+            request_id=request_id,
+        )
+        services.metrics.actions.labels(action, outcome.name).inc()
+    except Exception as exc:
+        # The database itself failed (claim or audit): say so rather than pretend.
+        log.exception("could not record %s", action)
+        services.metrics.actions.labels(action, "error").inc()
+        text = (
+            f":x: opsbot could not record `{action}` ({type(exc).__name__}); "
+            f"its state store may be down. Request `{request_id}`."
+        )
+        await send_reply(respond, Reply(Message(text)))
+    finally:
+        services.tracker.finished()

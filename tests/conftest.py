@@ -1,0 +1,79 @@
+"""Shared fixtures: the fake Slack, a running bot over real HTTP, and the catalog tests use."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from bot.app import Services, build_bolt_app, build_services
+from bot.catalog import Catalog, load_catalog
+from bot.db.session import Database
+from bot.settings import Settings
+from bot.web import build_web_app
+from tests.fakes.slack import FakeSlack, running_fake_slack
+from tests.fakes.slack_client import SlackRequests
+
+pytest_plugins = ["tests.dbfixtures"]
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_CATALOG = ROOT / "tests" / "data" / "opsbot.yml"
+SIGNING_SECRET = "test-signing-secret-0123456789"
+BOT_TOKEN = "xoxb-test-bot-token-0123456789"
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    return load_catalog(TEST_CATALOG, {})
+
+
+@pytest.fixture
+async def fake_slack() -> AsyncIterator[FakeSlack]:
+    async with running_fake_slack() as fake:
+        yield fake
+
+
+@dataclasses.dataclass
+class RunningBot:
+    base_url: str
+    services: Services
+    slack: SlackRequests
+    fake: FakeSlack
+
+    async def settle(self) -> None:
+        """Wait until work started by earlier requests has finished."""
+        await self.services.tracker.idle(within=10)
+
+
+def bot_settings(fake: FakeSlack, database: Database, **changes: object) -> Settings:
+    settings = Settings(
+        slack_bot_token=BOT_TOKEN,
+        slack_signing_secret=SIGNING_SECRET,
+        slack_api_url=fake.api_url,
+        database_url=database.url,
+        config_path=TEST_CATALOG,
+    )
+    return dataclasses.replace(settings, **changes)
+
+
+@pytest.fixture
+async def bot(
+    fake_slack: FakeSlack, database: Database, catalog: Catalog
+) -> AsyncIterator[RunningBot]:
+    services = build_services(bot_settings(fake_slack, database), catalog, database)
+    runner = web.AppRunner(build_web_app(services, build_bolt_app(services)))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        yield RunningBot(
+            base_url, services, SlackRequests(base_url, SIGNING_SECRET, fake=fake_slack), fake_slack
+        )
+        await services.tracker.idle(within=10)
+    finally:
+        await runner.cleanup()

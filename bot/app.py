@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from slack_bolt.async_app import AsyncApp
@@ -50,6 +51,40 @@ class WorkTracker:
         await asyncio.wait_for(self._idle.wait(), within)
 
 
+class AckGate:
+    """Lets acks go first: work after an ack waits (briefly) while acks keep arriving.
+
+    Slack gives an ack 3 seconds and work none. Each ack runs start to finish without waiting on
+    I/O, so "an ack is in flight" is almost never true even in a burst; what tells a burst is
+    that the last ack began moments ago. Work starts once no ack has begun for `quiet_period`,
+    or after `max_wait` at the latest, so a burst is acknowledged before its database writes.
+    """
+
+    def __init__(self, quiet_period: float = 0.02, max_wait: float = 1.0) -> None:
+        self.quiet_period = quiet_period
+        self.max_wait = max_wait
+        self._in_flight = 0
+        self._last_ack = 0.0
+
+    def enter(self) -> None:
+        self._in_flight += 1
+        self._last_ack = time.monotonic()
+
+    def leave(self) -> None:
+        self._in_flight = max(0, self._in_flight - 1)
+
+    async def quiet(self) -> None:
+        """Return when acks have paused for `quiet_period`, or after `max_wait` at most."""
+        deadline = time.monotonic() + self.max_wait
+        while True:
+            now = time.monotonic()
+            calm_for = now - self._last_ack
+            if (self._in_flight == 0 and calm_for >= self.quiet_period) or now >= deadline:
+                return
+            # A deliberate, bounded back-off: re-check when the quiet period could have passed.
+            await asyncio.sleep(min(max(self.quiet_period - calm_for, 0.005), deadline - now))
+
+
 @dataclass
 class Services:
     """Everything a handler may use; built once per process by `build_services`."""
@@ -60,13 +95,45 @@ class Services:
     client: AsyncWebClient
     metrics: BotMetrics = field(default_factory=BotMetrics)
     tracker: WorkTracker = field(default_factory=WorkTracker)
-    background: set[asyncio.Task[object]] = field(default_factory=set)
+    gate: AckGate = field(default_factory=AckGate)
+    worker_count: int = 8
+    _queue: asyncio.Queue[Callable[[], Awaitable[None]]] = field(default_factory=asyncio.Queue)
+    _workers: list[asyncio.Task[None]] = field(default_factory=list)
 
-    def spawn(self, work: Awaitable[object]) -> None:
-        """Run `work` after the ack, keeping a reference so it is not garbage-collected."""
-        task: asyncio.Task[object] = asyncio.ensure_future(work)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
+    def after_ack(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Queue `work` to run once the ack is out, acks of other requests going first.
+
+        Bolt's lazy listeners do the same but deep-copy every request to do it, which cost more
+        CPU than the whole ack in bench/ack_latency.py. A small pool of workers takes the queue,
+        each starting an item only when no ack is in flight (or after the gate's max wait), so a
+        burst of requests is acknowledged before its database writes run. Work here should be
+        quick (parse, check, record, reply); a long process such as a deploy is started from here
+        and runs in its own task.
+        """
+        self.tracker.started()
+        if not self._workers:
+            self._workers = [
+                asyncio.ensure_future(self._work_loop()) for _ in range(self.worker_count)
+            ]
+        self._queue.put_nowait(work)
+
+    async def _work_loop(self) -> None:
+        while True:
+            work = await self._queue.get()
+            try:
+                await self.gate.quiet()
+                await work()
+            except Exception:
+                log.exception("work after an ack failed")
+            finally:
+                self.tracker.finished()
+
+    async def close(self) -> None:
+        """Stop the workers (after `tracker.idle()` when the queued work should finish)."""
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
 
 
 def build_client(settings: Settings, token: str | None = None) -> AsyncWebClient:
@@ -101,8 +168,9 @@ def build_bolt_app(services: Services) -> AsyncApp:
     app = AsyncApp(
         client=services.client,
         signing_secret=services.settings.slack_signing_secret or "",
-        # Socket Mode has no signed HTTP request; HTTP mode verifies in bot.web and again here.
-        request_verification_enabled=not services.settings.socket_mode,
+        # bot.web verifies every HTTP request before it reaches Bolt (on the raw bytes, so a
+        # signed body that is not UTF-8 gets 400, not 500); Socket Mode has no signed request.
+        request_verification_enabled=False,
         logger=logging.getLogger("slack_bolt"),
     )
     register_all(app, services)

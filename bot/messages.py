@@ -64,5 +64,5 @@ class Notifier(Protocol):
 class Outcome:
     """What a handler did, for the audit log and the metrics."""
 
-    name: Literal["ok", "usage", "invalid", "refused", "error", "unavailable"]
+    name: Literal["ok", "usage", "invalid", "refused", "error", "unavailable", "duplicate"]
     detail: dict[str, object] = field(default_factory=dict)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import time
 from typing import Any
-from urllib.parse import parse_qs
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -30,36 +28,33 @@ class BadRequest(Exception):
     """The body is signed but cannot be read as a Slack request."""
 
 
-def classify(body: str, content_type: str) -> tuple[str, str]:
-    """(kind, command) of a Slack request body, for metrics; raises BadRequest if unreadable."""
-    if content_type.startswith("application/json") or body.lstrip().startswith("{"):
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise BadRequest("the JSON body cannot be parsed") from None
-        if not isinstance(data, dict):
-            raise BadRequest("the JSON body is not an object")
-        kind = str(data.get("type", "unknown"))
-        if kind == "event_callback":
-            event = data.get("event")
-            return kind, f"event:{event.get('type', 'unknown') if isinstance(event, dict) else '?'}"
-        return kind, kind
-    form = parse_qs(body, keep_blank_values=True)
-    if "payload" in form:
-        try:
-            payload: Any = json.loads(form["payload"][0])
-        except ValueError:
-            raise BadRequest("the payload field is not JSON") from None
-        if not isinstance(payload, dict):
-            raise BadRequest("the payload field is not a JSON object")
-        kind = str(payload.get("type", "unknown"))
-        return kind, kind
-    if "command" in form:
-        command = form["command"][0]
-        if not command.startswith("/") or len(command) > 40:
+def parse(body: str, headers: Any, query: str) -> AsyncBoltRequest:
+    """Parse once, as Bolt does; raise BadRequest for what Bolt would answer with a 500."""
+    try:
+        bolt_request = AsyncBoltRequest(body=body, query=query, headers=headers)
+    except ValueError:  # json.JSONDecodeError included
+        raise BadRequest("the body or its payload field is not valid JSON") from None
+    except (AttributeError, TypeError):
+        raise BadRequest("the body or its payload field is not a JSON object") from None
+    if not isinstance(bolt_request.body, dict):
+        raise BadRequest("the body or its payload field is not a JSON object")
+    return bolt_request
+
+
+def classify(data: dict[str, Any]) -> tuple[str, str]:
+    """(kind, command) of a parsed Slack request, for metrics; BadRequest if it is neither."""
+    if "command" in data:
+        command = data["command"]
+        if not isinstance(command, str) or not command.startswith("/") or len(command) > 40:
             raise BadRequest("the command field is not a slash command")
         return "slash_command", command
-    raise BadRequest("the body is neither a slash command, an interaction nor an event")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise BadRequest("the body is neither a slash command, an interaction nor an event")
+    if kind == "event_callback":
+        event = data.get("event")
+        return kind, f"event:{event.get('type', 'unknown') if isinstance(event, dict) else '?'}"
+    return kind, kind
 
 
 def slack_signature(secret: str, timestamp: str, raw: bytes) -> str:
@@ -95,20 +90,22 @@ async def slack_events(request: web.Request) -> web.Response:
         metrics.requests.labels("unknown", "unauthorized").inc()
         return web.json_response({"error": "invalid signature or stale timestamp"}, status=401)
     try:
-        body = raw.decode("utf-8")
-        kind, command = classify(body, request.content_type or "")
+        bolt_request = parse(raw.decode("utf-8"), request.headers, request.query_string)
+        kind, command = classify(bolt_request.body)
     except (UnicodeDecodeError, BadRequest) as exc:
         reason = "the body is not UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
         metrics.requests.labels("unknown", "bad_request").inc()
         return web.json_response({"error": reason}, status=400)
 
-    bolt_request = AsyncBoltRequest(body=body, query=request.query_string, headers=request.headers)  # type: ignore[arg-type]
     bolt = request.app[BOLT_KEY]
+    services.gate.enter()
     try:
         bolt_response = await bolt.async_dispatch(bolt_request)
     except Exception:
         log.exception("Bolt failed on a %s request", kind)
         bolt_response = None
+    finally:
+        services.gate.leave()
     if bolt_response is None or bolt_response.status >= 500:
         # Never a 500: Slack would show the user an opaque failure and may retry.
         metrics.requests.labels(command, "error").inc()

@@ -47,13 +47,11 @@ async def rerun_command(
 
 
 def register(app: AsyncApp, services: Services) -> None:
-    async def ack_button(ack: Callable[..., Awaitable[Any]]) -> None:
-        services.tracker.started()
+    async def on_button(
+        ack: Callable[..., Awaitable[Any]], body: dict[str, Any], respond: Respond
+    ) -> None:
         await ack()
-
-    async def press_after_ack(body: dict[str, Any], respond: Respond) -> None:
-        actions = body.get("actions") or [{}]
-        action = actions[0]
+        action = (body.get("actions") or [{}])[0]
         action_id = str(action.get("action_id", "unknown"))
         work = BUTTONS.get(action_id)
 
@@ -64,17 +62,20 @@ def register(app: AsyncApp, services: Services) -> None:
                 return Outcome("invalid", {"action_id": action_id})
             return await work(services, action, body, respond)
 
-        await carry_out(
-            services,
-            body=body,
-            action=f"button:{action_id if work else 'unknown'}",
-            user_id=(body.get("user") or {}).get("id", "unknown"),
-            channel_id=(body.get("channel") or {}).get("id"),
-            respond=respond,
-            work=run,
-        )
+        async def after_ack() -> None:
+            await carry_out(
+                services,
+                body=body,
+                action=f"button:{action_id if work else 'unknown'}",
+                user_id=(body.get("user") or {}).get("id", "unknown"),
+                channel_id=(body.get("channel") or {}).get("id"),
+                respond=respond,
+                work=run,
+            )
 
-    app.action(re.compile(r".*"))(ack=ack_button, lazy=[press_after_ack])
+        services.after_ack(after_ack)
+
+    app.action(re.compile(r".*"))(on_button)
 
     async def ignore_event() -> None:
         """Events nobody handles yet are acknowledged (Bolt acks events) and dropped."""

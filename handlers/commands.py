@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,6 +31,12 @@ def route(command: str, action: str) -> Callable[[Work], Work]:
 
 def usage_reply(command: str) -> Reply:
     return Reply(Message(COMMANDS[command].usage_text()))
+
+
+@functools.cache
+def usage_payload(command: str) -> dict[str, Any]:
+    """The ack body of `<command> help`: the same every time, so built once."""
+    return reply_payload(usage_reply(command))
 
 
 def invalid_reply(command: str, invalid: Invalid) -> Reply:
@@ -61,7 +68,7 @@ async def run_command(
     """Carry out a parsed command and reply; shared by slash commands and the re-run button."""
     result = parse(command, text, services.catalog)
     if isinstance(result, Help):
-        await send_reply(respond, usage_reply(command))
+        await respond(**usage_payload(command))
         return Outcome("usage")
     if isinstance(result, Invalid):
         await send_reply(respond, invalid_reply(command, result))
@@ -82,31 +89,24 @@ async def run_command(
 
 
 def register(app: AsyncApp, services: Services) -> None:
-    def ack_for(command: str) -> Callable[..., Awaitable[None]]:
-        async def ack_command(ack: Callable[..., Awaitable[Any]], body: dict[str, Any]) -> None:
-            # Usage and parse errors are pure and instant: answer them in the ack itself.
-            result = parse(command, body.get("text", ""), services.catalog)
-            services.tracker.started()
-            if isinstance(result, Help):
-                await ack(**reply_payload(usage_reply(command)))
-            elif isinstance(result, Invalid):
-                await ack(**reply_payload(invalid_reply(command, result)))
-            else:
-                await ack()
-
-        return ack_command
-
-    def work_for(command: str) -> Callable[..., Awaitable[None]]:
-        async def run_after_ack(body: dict[str, Any], respond: Respond) -> None:
+    def listener_for(command: str) -> Callable[..., Awaitable[None]]:
+        async def on_command(
+            ack: Callable[..., Awaitable[Any]], body: dict[str, Any], respond: Respond
+        ) -> None:
             text = body.get("text", "")
             user_id = body.get("user_id", "unknown")
             channel_id = body.get("channel_id")
-            parsed = parse(command, text, services.catalog)
-            quiet: Respond = respond
-            if isinstance(parsed, Help | Invalid):
-                # Already answered in the ack; only the audit remains.
-                async def quiet(**_: Any) -> None:
-                    return None
+            # Usage and parse errors are pure and instant: answer them in the ack itself.
+            result = parse(command, text, services.catalog)
+            answered: Outcome | None = None
+            if isinstance(result, Help):
+                await ack(**usage_payload(command))
+                answered = Outcome("usage")
+            elif isinstance(result, Invalid):
+                await ack(**reply_payload(invalid_reply(command, result)))
+                answered = Outcome("invalid", {"reason": result.message})
+            else:
+                await ack()
 
             async def work() -> Outcome:
                 return await run_command(
@@ -115,23 +115,27 @@ def register(app: AsyncApp, services: Services) -> None:
                     text=text,
                     user_id=user_id,
                     channel_id=channel_id,
-                    respond=quiet,
+                    respond=respond,
                 )
 
-            await carry_out(
-                services,
-                body=body,
-                action=describe(command, text),
-                user_id=user_id,
-                channel_id=channel_id,
-                respond=respond,
-                work=work,
-            )
+            async def after_ack() -> None:
+                await carry_out(
+                    services,
+                    body=body,
+                    action=describe(command, text),
+                    user_id=user_id,
+                    channel_id=channel_id,
+                    respond=respond,
+                    work=work,
+                    answered=answered,
+                )
 
-        return run_after_ack
+            services.after_ack(after_ack)
+
+        return on_command
 
     for name in COMMANDS:
-        app.command(name)(ack=ack_for(name), lazy=[work_for(name)])
+        app.command(name)(listener_for(name))
 
     async def ack_unknown_command(ack: Callable[..., Awaitable[Any]], body: dict[str, Any]) -> None:
         known = ", ".join(COMMANDS)

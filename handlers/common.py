@@ -44,41 +44,45 @@ async def carry_out(
     user_id: str,
     channel_id: str | None,
     respond: Respond,
-    work: Callable[[], Awaitable[Outcome]],
+    work: Callable[[], Awaitable[Outcome]] | None = None,
+    answered: Outcome | None = None,
 ) -> None:
     """Run one request's work exactly once, audit it, and report any failure to the user.
 
-    The ack function has already called `services.tracker.started()`; this always finishes it.
+    `answered` is the outcome of a request the ack already fully answered (usage, a parse
+    error): then the claim and the audit entry are one transaction and there is no work.
     """
     request_id = uuid.uuid4().hex[:12]
     request_id_var.set(request_id)
     user_id_var.set(user_id)
-    outcome = Outcome("error")
+    key = request_key(body)
+    kind = action.split(" ")[0]
+
+    def audited(outcome: Outcome) -> dict[str, Any]:
+        return {
+            "actor": user_id,
+            "channel": channel_id,
+            "action": action,
+            "outcome": outcome.name,
+            "detail": outcome.detail or None,
+            "request_id": request_id,
+        }
+
     try:
-        key = request_key(body)
-        if not await claim_request(services.db, key=key, kind=action.split(" ")[0]):
+        if answered is not None or work is None:
+            outcome = answered or Outcome("ok")
+            async with services.db.transaction() as session:
+                fresh = await claim_request(session, key=key, kind=kind)
+                if fresh:
+                    await audit.record(session, **audited(outcome))
+        else:
+            fresh = await claim_request(services.db, key=key, kind=kind)
+            if fresh:
+                outcome = await _run(work, action, request_id, respond)
+                await audit.record(services.db, **audited(outcome))
+        if not fresh:
             log.info("ignored a repeated delivery of %s (%s)", action, key)
-            services.metrics.actions.labels(action, "duplicate").inc()
-            return
-        try:
-            outcome = await work()
-        except Exception as exc:
-            log.exception("%s failed", action)
-            outcome = Outcome("error", {"error": type(exc).__name__})
-            text = (
-                f":x: `{action}` failed: {type(exc).__name__}: {str(exc)[:300] or 'no detail'}. "
-                f"Nothing more was done. The error is logged as request `{request_id}`."
-            )
-            await send_reply(respond, Reply(Message(text)))
-        await audit.record(
-            services.db,
-            actor=user_id,
-            channel=channel_id,
-            action=action,
-            outcome=outcome.name,
-            detail=outcome.detail or None,
-            request_id=request_id,
-        )
+            outcome = Outcome("duplicate")
         services.metrics.actions.labels(action, outcome.name).inc()
     except Exception as exc:
         # The database itself failed (claim or audit): say so rather than pretend.
@@ -89,5 +93,18 @@ async def carry_out(
             f"its state store may be down. Request `{request_id}`."
         )
         await send_reply(respond, Reply(Message(text)))
-    finally:
-        services.tracker.finished()
+
+
+async def _run(
+    work: Callable[[], Awaitable[Outcome]], action: str, request_id: str, respond: Respond
+) -> Outcome:
+    try:
+        return await work()
+    except Exception as exc:
+        log.exception("%s failed", action)
+        text = (
+            f":x: `{action}` failed: {type(exc).__name__}: {str(exc)[:300] or 'no detail'}. "
+            f"Nothing more was done. The error is logged as request `{request_id}`."
+        )
+        await send_reply(respond, Reply(Message(text)))
+        return Outcome("error", {"error": type(exc).__name__})

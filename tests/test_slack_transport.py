@@ -152,11 +152,13 @@ async def test_bad_signatures_and_stale_timestamps_get_401(bot: RunningBot) -> N
     ("body", "reason"),
     [
         (b"command=%2Fdeploy&text=\xff\xfe", "not UTF-8"),
-        (b"payload=%7Bnot-json", "payload field is not JSON"),
+        (b"payload=%7Bnot-json", "payload field is not valid JSON"),
         (urlencode({"payload": "[1, 2]"}).encode(), "not a JSON object"),
         (b"hello=world", "neither a slash command"),
-        (b"{not json", "cannot be parsed"),
-        (b"[1, 2, 3]", "not an object"),
+        (b"command=deploy&text=x", "the command field is not a slash command"),
+        (b"{not json", "is not valid JSON"),
+        (b"[1, 2, 3]", "not a JSON object"),
+        (b'{"type": 5}', "neither a slash command"),
     ],
 )
 async def test_malformed_signed_bodies_get_400_not_500(

@@ -161,17 +161,27 @@ def build_services(
     )
 
 
+class _DropTokenNotice(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN itself and then warns that our client's token wins: it does."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
 def build_bolt_app(services: Services) -> AsyncApp:
     """The one Bolt app: Slack over HTTP, Socket Mode and the console all dispatch into it."""
     from handlers import register_all
 
+    bolt_logger = logging.getLogger("slack_bolt")
+    if not any(isinstance(f, _DropTokenNotice) for f in bolt_logger.filters):
+        bolt_logger.addFilter(_DropTokenNotice())
     app = AsyncApp(
         client=services.client,
         signing_secret=services.settings.slack_signing_secret or "",
         # bot.web verifies every HTTP request before it reaches Bolt (on the raw bytes, so a
         # signed body that is not UTF-8 gets 400, not 500); Socket Mode has no signed request.
         request_verification_enabled=False,
-        logger=logging.getLogger("slack_bolt"),
+        logger=bolt_logger,
     )
     register_all(app, services)
     return app

@@ -79,15 +79,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             asyncio.run(upgrade())
         except Exception as exc:
-            return _fail(f"DATABASE_URL: cannot upgrade the database: {exc}", EXIT_SETTINGS)
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return _fail(f"DATABASE_URL: cannot upgrade the database: {reason}", EXIT_SETTINGS)
         print("database is up to date")
         return EXIT_OK
 
+    if not settings.config_path.is_file():
+        return _fail(
+            f"OPSBOT_CONFIG: no catalog at {settings.config_path} "
+            "(set OPSBOT_CONFIG to the path of your opsbot.yml; see examples/opsbot.yml)",
+            EXIT_SETTINGS,
+        )
     try:
         catalog = _load(settings)
     except CatalogError as exc:
-        where = "OPSBOT_CONFIG" if "OPSBOT_CONFIG" in settings.environ else "opsbot.yml"
-        print(f"opsbot: {where}: the catalog has problems:", file=sys.stderr)
+        print(f"opsbot: OPSBOT_CONFIG: {settings.config_path} has problems:", file=sys.stderr)
         print("\n".join(exc.problems), file=sys.stderr)
         return EXIT_SETTINGS
 
@@ -116,7 +122,8 @@ async def serve(settings: Settings, catalog: Catalog) -> int:
         await database.upgrade()
     except Exception as exc:
         await database.dispose()
-        return _fail(f"DATABASE_URL: cannot reach or upgrade the database: {exc}", EXIT_SETTINGS)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return _fail(f"DATABASE_URL: cannot reach or upgrade the database: {reason}", EXIT_SETTINGS)
     services = build_services(settings, catalog, database)
     bolt = build_bolt_app(services)
     web_app = build_web_app(services, bolt)

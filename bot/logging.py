@@ -90,6 +90,8 @@ def configure(
     root.setLevel(level)
     # slack_sdk logs request bodies at DEBUG; they pass through the same redactor.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Alembic announces every plugin at INFO on each start; only its problems are news.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
 
 
 def redact(text: str) -> str:

@@ -137,8 +137,24 @@ def register(app: AsyncApp, services: Services) -> None:
     for name in COMMANDS:
         app.command(name)(listener_for(name))
 
-    async def ack_unknown_command(ack: Callable[..., Awaitable[Any]], body: dict[str, Any]) -> None:
+    async def on_unknown_command(
+        ack: Callable[..., Awaitable[Any]], body: dict[str, Any], respond: Respond
+    ) -> None:
+        command = str(body.get("command", "?"))[:40]
         known = ", ".join(COMMANDS)
-        await ack(text=f":warning: opsbot does not know {body.get('command')}. It knows {known}.")
+        await ack(text=f":warning: opsbot does not know {command}. It knows {known}.")
 
-    app.command(re.compile(r".*"))(ack_unknown_command)
+        async def after_ack() -> None:
+            await carry_out(
+                services,
+                body=body,
+                action="unknown command",
+                user_id=body.get("user_id", "unknown"),
+                channel_id=body.get("channel_id"),
+                respond=respond,
+                answered=Outcome("invalid", {"command": command}),
+            )
+
+        services.after_ack(after_ack)
+
+    app.command(re.compile(r".*"))(on_unknown_command)

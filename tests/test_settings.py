@@ -104,6 +104,19 @@ def run_opsbot(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
             {"OPSBOT_CONFIG": "examples/opsbot.yml", "SLACK_BOT_TOKEN": "xoxb-1"},
             "opsbot: SLACK_SIGNING_SECRET: is required in HTTP mode",
         ),
+        (
+            {"OPSBOT_CONFIG": "nowhere/opsbot.yml", "SLACK_BOT_TOKEN": "xoxb-1"},
+            "opsbot: OPSBOT_CONFIG: no catalog at nowhere/opsbot.yml",
+        ),
+        (
+            {
+                "OPSBOT_CONFIG": "examples/opsbot.yml",
+                "SLACK_BOT_TOKEN": "xoxb-1",
+                "SLACK_SIGNING_SECRET": "s",
+                "DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:1/x",
+            },
+            "opsbot: DATABASE_URL: cannot reach or upgrade the database:",
+        ),
     ],
 )
 def test_opsbot_run_exits_2_with_one_line(env: dict[str, str], line: str) -> None:

@@ -91,6 +91,9 @@ async def test_unknown_command_is_answered(bot: RunningBot) -> None:
     status, body, _ = await bot.slack.command("/frobnicate", "now")
     assert status == 200
     assert "opsbot does not know /frobnicate" in body
+    await bot.settle()
+    entries = await audit.entries(bot.services.db, action="unknown command")
+    assert [(e.outcome, e.detail) for e in entries] == [("invalid", {"command": "/frobnicate"})]
 
 
 @pytest.fixture

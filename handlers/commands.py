@@ -76,8 +76,8 @@ async def run_command(
     work = ROUTES.get((result.command, result.action))
     if work is None:
         message = Message(
-            f":construction: `{command} {result.action}` is not available in this version of "
-            "opsbot yet. Nothing was changed."
+            f":construction: `{command} {text.strip()}`: {result.action} is not available in "
+            "this version of opsbot yet. Nothing was changed."
         )
         await send_reply(respond, Reply(message))
         return Outcome("unavailable", {"action": result.action})

@@ -46,7 +46,7 @@ def test_console_runs_commands_and_presses_buttons(tmp_path: Path) -> None:
     assert "Did you mean checkout?" in out
     assert "[1] Run /deploy checkout prod" in out
     # the button ran the corrected command through the same handlers
-    assert "`/deploy deploy` is not available in this version of opsbot yet" in out
+    assert "`/deploy checkout prod`: deploy is not available in this version of opsbot yet" in out
     assert "• `/oncall [<service>]`" in out
     assert "console: there is no button [9] (buttons: 1–1)" in out
     assert "console: cannot read 'whatever'; type help" in out

@@ -413,7 +413,14 @@ class KubernetesTarget(_Model):
     image: Annotated[str, AfterValidator(_check_image)]
     service: str | None = None
     context: str | None = None
-    strategy: Literal["rolling", "blue-green", "recreate"] = "rolling"
+    strategy: Literal["rolling", "blue-green", "canary", "recreate"] = "rolling"
+    # canary: the canary Deployment gets these percentages of the replicas, `step_wait` apart.
+    steps: Annotated[list[int], Field(min_length=1), AfterValidator(_check_steps)] = Field(
+        default_factory=lambda: [10, 50, 100]
+    )
+    step_wait: Duration = timedelta(minutes=2)
+    # How long a rollout may take before the deploy fails (kubectl's progress deadline applies too).
+    ready_timeout: Duration = timedelta(minutes=5)
 
     @model_validator(mode="after")
     def _check_service(self) -> KubernetesTarget:
@@ -443,6 +450,8 @@ class ComposeTarget(_Model):
     file: NonEmptyStr
     service: NonEmptyStr
     strategy: Literal["recreate"] = "recreate"
+    # The compose file names the tag as ${VERSION} (or this variable); opsbot sets it per deploy.
+    version_variable: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")] = "VERSION"
 
 
 Target = Annotated[KubernetesTarget | LambdaTarget | ComposeTarget, Field(discriminator="kind")]

@@ -408,7 +408,8 @@ SPEC_CASES = [
         "container: app,",
         "container: app, replicas: 3,",
         "12: services[0].targets.dev.replicas: unknown key 'replicas' (allowed: kind, namespace,"
-        " deployment, container, image, service, context, strategy)",
+        " deployment, container, image, service, context, strategy, steps, step_wait,"
+        " ready_timeout)",
     ),
     (
         "wrong-type-int",

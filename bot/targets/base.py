@@ -1,0 +1,139 @@
+"""The one interface every deploy target implements (Kubernetes, AWS Lambda, Docker Compose).
+
+A deploy is a playbook of steps; the target actions among them are the methods below, always
+called in this order by the engine (some may be skipped by a playbook):
+
+    prepare -> wait_ready -> [smoke test] -> shift_traffic(p) ... -> finalize -> [monitor] -> cleanup
+
+Each action returns a `StepResult`: one line for the deploy's checklist, optional longer output
+for its thread, and `state` to persist. The engine stores the merged `state` with the deploy after
+every step and hands it back in `DeployContext.state`, so a target never keeps anything that matters
+in memory (a restarted bot resumes or rolls back from it). Every action is safe to call again with
+the same state (it checks before it writes), because a crash may land between a write and the
+state being saved.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, ClassVar
+
+
+class TargetError(Exception):
+    """The target refused or failed. `str(error)` is one sentence for the deploy thread."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class Running:
+    """What runs in an environment now."""
+
+    version: str | None  # image tag / artifact version / compose tag; None when nothing runs
+    detail: (
+        str  # one human line, e.g. "3/3 pods of checkout-blue run registry.example/checkout:v41"
+    )
+    state: dict[str, Any] = field(default_factory=dict)  # e.g. {"live_colour": "blue"}
+
+
+@dataclass(frozen=True)
+class StepResult:
+    summary: str  # one line for the checklist, e.g. "checkout-green runs v42 (3/3 ready)"
+    output: str = ""  # longer detail for the deploy's thread (command output, API answers)
+    state: dict[str, Any] = field(default_factory=dict)  # merged into DeployContext.state
+
+
+async def _discard(line: str) -> None:
+    return None
+
+
+@dataclass
+class DeployContext:
+    """What a target action knows about the deploy it serves."""
+
+    service: str
+    environment: str
+    version: str
+    strategy: str
+    previous_version: str | None = None
+    # Persisted between steps and across restarts; targets read it and return updates.
+    state: dict[str, Any] = field(default_factory=dict)
+    # Posts a line of progress into the deploy's thread (rate-limited by the caller).
+    log: Callable[[str], Awaitable[None]] = _discard
+
+
+class Target(abc.ABC):
+    """A place a service runs in one environment."""
+
+    kind: ClassVar[str]
+    strategies: ClassVar[tuple[str, ...]]
+
+    @abc.abstractmethod
+    async def current(self) -> Running:
+        """What runs now (read only)."""
+
+    @abc.abstractmethod
+    def plan(self, ctx: DeployContext) -> list[str]:
+        """Every call a deploy of `ctx.version` would make, in order; changes nothing."""
+
+    @abc.abstractmethod
+    async def prepare(self, ctx: DeployContext) -> StepResult:
+        """Put the new version in place without moving (all) traffic to it."""
+
+    @abc.abstractmethod
+    async def wait_ready(self, ctx: DeployContext, *, timeout: timedelta) -> StepResult:
+        """Wait until the new version is ready; TargetError on failure or timeout."""
+
+    @abc.abstractmethod
+    async def shift_traffic(self, ctx: DeployContext, percent: int) -> StepResult:
+        """Send `percent` % of traffic to the new version (100 = all of it)."""
+
+    @abc.abstractmethod
+    async def finalize(self, ctx: DeployContext) -> StepResult:
+        """Make the new version the only one serving."""
+
+    @abc.abstractmethod
+    async def cleanup(self, ctx: DeployContext) -> StepResult:
+        """Remove what the deploy kept for a fast rollback (old colour, canary)."""
+
+    @abc.abstractmethod
+    async def rollback(self, ctx: DeployContext) -> StepResult:
+        """Put back `ctx.previous_version` (or what `ctx.state` says ran before)."""
+
+    async def close(self) -> None:
+        """Release clients and connections."""
+        return None
+
+
+TargetFactory = Callable[..., Target]
+_FACTORIES: dict[str, TargetFactory] = {}
+
+
+def register_kind(kind: str) -> Callable[[TargetFactory], TargetFactory]:
+    """Class decorator: `@register_kind("kubernetes")` makes `make_target` build it."""
+
+    def decorate(factory: TargetFactory) -> TargetFactory:
+        _FACTORIES[kind] = factory
+        return factory
+
+    return decorate
+
+
+def make_target(config: Any, *, service: str, environment: str, env: Mapping[str, str]) -> Target:
+    """Build the target for one service in one environment from its catalog entry.
+
+    `config` is the catalog's target model (its `kind` picks the class); `env` is the process
+    environment (KUBECONFIG, AWS_ENDPOINT_URL, AWS_REGION, PATH …) so tests can point elsewhere.
+    """
+    # Importing registers the kinds; done here so `bot.targets.base` stays dependency-free.
+    from bot.targets import aws_lambda, compose, kubernetes  # noqa: F401
+
+    factory = _FACTORIES.get(config.kind)
+    if factory is None:
+        raise TargetError(f"opsbot has no target of kind '{config.kind}'")
+    return factory(config, service=service, environment=environment, env=env)

@@ -3,7 +3,7 @@
 A deploy is a playbook of steps; the target actions among them are the methods below, always
 called in this order by the engine (some may be skipped by a playbook):
 
-    prepare -> wait_ready -> [smoke test] -> shift_traffic(p) ... -> finalize -> [monitor] -> cleanup
+    prepare -> wait_ready -> [smoke] -> shift_traffic(p) ... -> finalize -> [monitor] -> cleanup
 
 Each action returns a `StepResult`: one line for the deploy's checklist, optional longer output
 for its thread, and `state` to persist. The engine stores the merged `state` with the deploy after

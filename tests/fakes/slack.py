@@ -79,7 +79,7 @@ class FakeSlack(SlackStandIn):
         async with self._changed:
             self._changed.notify_all()
 
-    async def _wait(self, found: Callable[[], Any], timeout: float, what: str) -> Any:  # noqa: ASYNC109
+    async def _wait(self, found: Callable[[], Any], timeout: float, what: str) -> Any:
         async with self._changed:
             try:
                 async with asyncio.timeout(timeout):
@@ -91,7 +91,7 @@ class FakeSlack(SlackStandIn):
         self,
         method: str,
         predicate: Callable[[ApiCall], bool] = lambda call: True,
-        timeout: float = 5.0,  # noqa: ASYNC109
+        timeout: float = 5.0,
         *,
         start: int = 0,
     ) -> ApiCall:
@@ -116,7 +116,7 @@ class FakeSlack(SlackStandIn):
     async def wait_for_message(
         self,
         predicate: Callable[[Message], bool] = lambda message: True,
-        timeout: float = 5.0,  # noqa: ASYNC109
+        timeout: float = 5.0,
     ) -> Message:
         """The first message as it is now (posted or updated) that satisfies predicate."""
 
@@ -255,7 +255,7 @@ class FakeSlack(SlackStandIn):
 
     async def wait_socket_connected(
         self,
-        timeout: float = 5.0,  # noqa: ASYNC109
+        timeout: float = 5.0,
         *,
         min_connects: int = 1,
     ) -> None:
@@ -277,7 +277,7 @@ class FakeSlack(SlackStandIn):
         accepts_response_payload: bool | None = None,
         retry_attempt: int = 0,
         retry_reason: str = "",
-        timeout: float = 5.0,  # noqa: ASYNC109
+        timeout: float = 5.0,
     ) -> JsonDict:
         """Send an envelope to the newest connection and return the client's ack.
 

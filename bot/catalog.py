@@ -381,6 +381,8 @@ class Environment(_Model):
     monitor: Duration = timedelta(0)
     require_previous: bool = False
     freeze: list[FreezeWindow] = Field(default_factory=list)
+    # A deploy waiting for approval gives up (state `expired`, lock released) after this long.
+    approval_timeout: Duration = timedelta(hours=1)
 
     @model_validator(mode="after")
     def _check_approvers(self) -> Environment:

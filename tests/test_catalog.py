@@ -401,7 +401,7 @@ SPEC_CASES = [
         "  - name: dev",
         "  - {name: dev, zzz: 1}",
         "4: environments[0].zzz: unknown key 'zzz' (allowed: name, approvals, approvers, deployers,"
-        " monitor, require_previous, freeze)",
+        " monitor, require_previous, freeze, approval_timeout)",
     ),
     (
         "unknown-key-in-target",

@@ -37,15 +37,19 @@ NAMING_CONVENTION: dict[str, str] = {
 }
 
 DEPLOY_STATES = (
-    "pending",
+    "requested",
     "awaiting_approval",
     "running",
+    "monitoring",
+    "interrupted",
     "succeeded",
     "failed",
     "aborted",
     "rolled_back",
+    "rejected",
+    "expired",
 )
-DEPLOY_FINAL_STATES = ("succeeded", "failed", "aborted", "rolled_back")
+DEPLOY_FINAL_STATES = ("succeeded", "failed", "aborted", "rolled_back", "rejected", "expired")
 APPROVAL_DECISIONS = ("approved", "rejected")
 INCIDENT_SEVERITIES = ("P0", "P1", "P2", "P3")
 INCIDENT_STATES = ("active", "mitigated", "resolved")
@@ -150,7 +154,7 @@ class Deploy(Base):
     version: Mapped[str] = mapped_column(String(255))
     previous_version: Mapped[str | None] = mapped_column(String(255))
     strategy: Mapped[str] = mapped_column(String(32))
-    state: Mapped[str] = mapped_column(String(32), default="pending", index=True)
+    state: Mapped[str] = mapped_column(String(32), default="requested", index=True)
     requested_by: Mapped[str] = mapped_column(String(64))
     channel: Mapped[str | None] = mapped_column(String(64))
     thread_ts: Mapped[str | None] = mapped_column(String(32))
@@ -165,6 +169,7 @@ class Deploy(Base):
     created_at: Mapped[datetime] = mapped_column(default=utc_now, server_default=func.now())
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    approval_expires_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(
         default=utc_now, onupdate=utc_now, server_default=func.now()
     )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -18,8 +20,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.catalog import Catalog
 from bot.db.session import Database
+from bot.deploys.playbook import load_playbooks
+from bot.deploys.service import DeployDeps, Deploys
 from bot.metrics_registry import BotMetrics
 from bot.settings import Settings
+from bot.slack.notifier import SlackDirectory, SlackNotifier
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +98,7 @@ class Services:
     catalog: Catalog
     db: Database
     client: AsyncWebClient
+    deploys: Deploys = field(init=False)
     metrics: BotMetrics = field(default_factory=BotMetrics)
     tracker: WorkTracker = field(default_factory=WorkTracker)
     gate: AckGate = field(default_factory=AckGate)
@@ -153,12 +159,36 @@ def build_client(settings: Settings, token: str | None = None) -> AsyncWebClient
     return client
 
 
+def playbooks_dir(settings: Settings) -> Path:
+    """OPSBOT_PLAYBOOKS, else ./playbooks, else the playbooks shipped beside the package."""
+    configured = settings.environ.get("OPSBOT_PLAYBOOKS")
+    if configured:
+        return Path(configured)
+    local = Path("playbooks")
+    if local.is_dir():
+        return local
+    return Path(__file__).resolve().parent.parent / "playbooks"
+
+
 def build_services(
     settings: Settings, catalog: Catalog, db: Database, client: AsyncWebClient | None = None
 ) -> Services:
-    return Services(
+    services = Services(
         settings=settings, catalog=catalog, db=db, client=client or build_client(settings)
     )
+    services.deploys = Deploys(
+        DeployDeps(
+            db=db,
+            catalog=catalog,
+            notifier=SlackNotifier(services.client),
+            directory=SlackDirectory(services.client),
+            playbooks=load_playbooks(playbooks_dir(settings)),
+            env=settings.environ or dict(os.environ),
+            # `run` steps and smoke tests run where the catalog lives (its scripts/ folder).
+            workdir=settings.config_path.resolve().parent,
+        )
+    )
+    return services
 
 
 class _DropTokenNotice(logging.Filter):

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, delete
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import SlackRequest, utc_now
 from bot.db.session import Database
+from bot.db.statements import insert_or_ignore
 
 MAX_KEY_LENGTH = 255
 
@@ -29,13 +29,7 @@ async def claim_request(db: Database | AsyncSession, *, key: str, kind: str) -> 
 
 async def _insert_claim(session: AsyncSession, *, key: str, kind: str) -> bool:
     # One atomic statement: the primary key decides who was first, even across replicas.
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = (
-        insert(SlackRequest)
-        .values(key=key, kind=kind, received_at=utc_now())
-        .on_conflict_do_nothing(index_elements=[SlackRequest.key])
-    )
+    statement = insert_or_ignore(session, SlackRequest, key=key, kind=kind, received_at=utc_now())
     result = cast(CursorResult[Any], await session.execute(statement))
     return result.rowcount == 1
 

@@ -9,7 +9,7 @@ from bot.app import Services
 
 def register_all(app: AsyncApp, services: Services) -> None:
     """Register every listener; the catch-alls in `actions` go last."""
-    from handlers import actions, commands
+    from handlers import actions, commands, deploy  # noqa: F401 - deploy registers its routes
 
     commands.register(app, services)
     actions.register(app, services)

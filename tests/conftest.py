@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -14,6 +16,7 @@ from bot.catalog import Catalog, load_catalog
 from bot.db.session import Database
 from bot.settings import Settings
 from bot.web import build_web_app
+from handlers.commands import ROUTES
 from tests.fakes.slack import FakeSlack, running_fake_slack
 from tests.fakes.slack_client import SlackRequests
 
@@ -23,6 +26,24 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_CATALOG = ROOT / "tests" / "data" / "opsbot.yml"
 SIGNING_SECRET = "test-signing-secret-0123456789"
 BOT_TOKEN = "xoxb-test-bot-token-0123456789"
+
+
+@pytest.fixture
+def swap_route() -> Iterator[Callable[[str, str, Any], None]]:
+    """Replace a command's work for one test (a stand-in for a feature), restoring it after."""
+    saved: dict[tuple[str, str], Any] = {}
+
+    def swap(command: str, action: str, work: Any) -> None:
+        key = (command, action)
+        saved.setdefault(key, ROUTES.get(key))
+        ROUTES[key] = work
+
+    yield swap
+    for key, work in saved.items():
+        if work is None:
+            ROUTES.pop(key, None)
+        else:
+            ROUTES[key] = work
 
 
 @pytest.fixture
@@ -59,11 +80,18 @@ def bot_settings(fake: FakeSlack, database: Database, **changes: object) -> Sett
     return dataclasses.replace(settings, **changes)
 
 
-@pytest.fixture
-async def bot(
-    fake_slack: FakeSlack, database: Database, catalog: Catalog
+@contextlib.asynccontextmanager
+async def start_bot(
+    fake: FakeSlack,
+    database: Database,
+    catalog: Catalog,
+    *,
+    environ: dict[str, str] | None = None,
+    config_path: Path = TEST_CATALOG,
 ) -> AsyncIterator[RunningBot]:
-    services = build_services(bot_settings(fake_slack, database), catalog, database)
+    """opsbot's HTTP app on a free port, as `opsbot run` builds it, against the fake Slack."""
+    settings = bot_settings(fake, database, environ=environ or {}, config_path=config_path)
+    services = build_services(settings, catalog, database)
     runner = web.AppRunner(build_web_app(services, build_bolt_app(services)))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -72,8 +100,19 @@ async def bot(
     base_url = f"http://127.0.0.1:{port}"
     try:
         yield RunningBot(
-            base_url, services, SlackRequests(base_url, SIGNING_SECRET, fake=fake_slack), fake_slack
+            base_url, services, SlackRequests(base_url, SIGNING_SECRET, fake=fake), fake
         )
         await services.tracker.idle(within=10)
+        for running in list(services.deploys.running.values()):
+            running.task.cancel()
     finally:
+        await services.close()
         await runner.cleanup()
+
+
+@pytest.fixture
+async def bot(
+    fake_slack: FakeSlack, database: Database, catalog: Catalog
+) -> AsyncIterator[RunningBot]:
+    async with start_bot(fake_slack, database, catalog) as running:
+        yield running

@@ -32,7 +32,7 @@ def test_console_runs_commands_and_presses_buttons(tmp_path: Path) -> None:
     result = shell(
         "/deploy help\n"
         "# a comment, then a typo\n"
-        "/deploy chekout prod\n"
+        "/incident delcare P2 checkout is slow\n"
         "click 1\n"
         "as U0BOB /oncall help\n"
         "click 9\n"
@@ -43,10 +43,10 @@ def test_console_runs_commands_and_presses_buttons(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "• `/deploy status [<service>]`" in out
-    assert "Did you mean checkout?" in out
-    assert "[1] Run /deploy checkout prod" in out
+    assert "Did you mean declare?" in out
+    assert "[1] Run /incident declare P2 checkout is slow" in out
     # the button ran the corrected command through the same handlers
-    assert "`/deploy checkout prod`: deploy is not available in this version of opsbot yet" in out
+    assert "declare is not available in this version of opsbot yet" in out
     assert "• `/oncall [<service>]`" in out
     assert "console: there is no button [9] (buttons: 1–1)" in out
     assert "console: cannot read 'whatever'; type help" in out

@@ -12,7 +12,6 @@ import pytest
 
 from bot import logging as bot_logging
 from bot.messages import Message, Outcome, Reply
-from handlers.commands import ROUTES
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET, RunningBot
 
 
@@ -57,18 +56,15 @@ def test_secrets_and_token_shapes_are_redacted(log_stream: io.StringIO) -> None:
 
 
 async def test_no_secret_reaches_the_log_while_serving(
-    bot: RunningBot, log_stream: io.StringIO
+    bot: RunningBot, log_stream: io.StringIO, swap_route: Any
 ) -> None:
     async def post(services: Any, parsed: Any, context: dict[str, Any]) -> Any:
         await services.client.chat_postMessage(channel="C0DEPLOYS", text="hello")
         return Reply(Message("done")), Outcome("ok")
 
-    ROUTES[("/deploy", "deploy")] = post
-    try:
-        await bot.slack.command("/deploy", "checkout prod")
-        await bot.settle()
-    finally:
-        del ROUTES[("/deploy", "deploy")]
+    swap_route("/deploy", "deploy", post)
+    await bot.slack.command("/deploy", "checkout prod")
+    await bot.settle()
     assert bot.fake.calls_to("chat.postMessage")
     text = log_stream.getvalue()
     # slack_sdk logs its requests at DEBUG, Authorization header included: all of it redacted.

@@ -22,7 +22,6 @@ from bot.app import build_bolt_app, build_services
 from bot.catalog import Catalog
 from bot.db.session import Database
 from bot.messages import Message, Outcome, Reply
-from handlers.commands import ROUTES
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET, TEST_CATALOG, bot_settings
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_client import SlackRequests
@@ -128,7 +127,7 @@ async def test_opsbot_run_connects_in_socket_mode(fake_slack: FakeSlack, tmp_pat
 
 
 async def test_socket_mode_retries_run_the_work_once(
-    fake_slack: FakeSlack, database: Database, catalog: Catalog
+    fake_slack: FakeSlack, database: Database, catalog: Catalog, swap_route: Any
 ) -> None:
     settings = bot_settings(fake_slack, database, slack_app_token=APP_TOKEN)
     services = build_services(settings, catalog, database)
@@ -138,7 +137,7 @@ async def test_socket_mode_retries_run_the_work_once(
         await services.client.chat_postMessage(channel="C0DEPLOYS", text="deploying")
         return Reply(Message("started")), Outcome("ok")
 
-    ROUTES[("/deploy", "deploy")] = post
+    swap_route("/deploy", "deploy", post)
     await handler.connect_async()
     try:
         await fake_slack.wait_socket_connected()
@@ -150,7 +149,6 @@ async def test_socket_mode_retries_run_the_work_once(
         )
         await services.tracker.idle(within=10)
     finally:
-        del ROUTES[("/deploy", "deploy")]
         await handler.close_async()
     assert len(fake_slack.calls_to("chat.postMessage")) == 1
     entries = await audit.entries(database, action="/deploy checkout")

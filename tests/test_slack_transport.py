@@ -14,7 +14,6 @@ import pytest
 from bot import audit
 from bot.commands import COMMANDS
 from bot.messages import Message, Outcome, Reply
-from handlers.commands import ROUTES
 from tests.conftest import RunningBot
 
 COMMAND_NAMES = sorted(COMMANDS)
@@ -64,18 +63,18 @@ async def test_unknown_subcommands_get_the_reason_and_usage(
 
 
 async def test_a_typo_offers_the_corrected_command_as_a_button(bot: RunningBot) -> None:
-    _, body, _ = await bot.slack.command("/deploy", "chekout prod")
+    _, body, _ = await bot.slack.command("/incident", "delcare P1 checkout is down")
     answer = ack_of(body)
-    assert "Did you mean checkout?" in answer["text"]
+    assert "Did you mean declare?" in answer["text"]
     actions = [b for b in answer["blocks"] if b["type"] == "actions"]
     button = actions[0]["elements"][0]
-    assert button["value"] == "/deploy checkout prod"
+    assert button["value"] == "/incident declare P1 checkout is down"
     await bot.settle()
 
     status, _, _ = await bot.slack.click(button["action_id"], value=button["value"])
     assert status == 200
     await bot.settle()
-    assert any(": deploy is not available" in t for t in ephemeral_texts(bot))
+    assert any(": declare is not available" in t for t in ephemeral_texts(bot))
     entries = await audit.entries(bot.services.db, action="button:rerun_command")
     assert [e.outcome for e in entries] == ["unavailable"]
 
@@ -97,17 +96,14 @@ async def test_unknown_command_is_answered(bot: RunningBot) -> None:
 
 
 @pytest.fixture
-def posting_route() -> Any:
-    """A stand-in for a later feature's work: it posts to the deploys channel once per run."""
-    key = ("/deploy", "deploy")
+def posting_route(swap_route: Any) -> None:
+    """A stand-in for a feature's work: it posts to the deploys channel once per run."""
 
     async def post_once(services: Any, parsed: Any, context: dict[str, Any]) -> Any:
         await services.client.chat_postMessage(channel="C0DEPLOYS", text=f"deploying {parsed.args}")
         return Reply(Message("started")), Outcome("ok")
 
-    ROUTES[key] = post_once
-    yield
-    del ROUTES[key]
+    swap_route("/deploy", "deploy", post_once)
 
 
 async def test_slack_retries_never_run_the_action_twice(
@@ -125,17 +121,16 @@ async def test_slack_retries_never_run_the_action_twice(
     assert len(entries) == 1
 
 
-async def test_work_that_fails_is_reported_to_the_user_and_audited(bot: RunningBot) -> None:
+async def test_work_that_fails_is_reported_to_the_user_and_audited(
+    bot: RunningBot, swap_route: Any
+) -> None:
     async def explode(services: Any, parsed: Any, context: dict[str, Any]) -> Any:
         raise RuntimeError("the target API said no")
 
-    ROUTES[("/rollback", "rollback")] = explode
-    try:
-        status, _, _ = await bot.slack.command("/rollback", "checkout prod")
-        assert status == 200
-        await bot.settle()
-    finally:
-        del ROUTES[("/rollback", "rollback")]
+    swap_route("/rollback", "rollback", explode)
+    status, _, _ = await bot.slack.command("/rollback", "checkout prod")
+    assert status == 200
+    await bot.settle()
     texts = ephemeral_texts(bot)
     assert any("RuntimeError: the target API said no" in t for t in texts)
     entries = await audit.entries(bot.services.db, action="/rollback checkout")

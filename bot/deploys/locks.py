@@ -1,0 +1,114 @@
+"""One deploy at a time per service and environment, and sticky manual locks with a reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.db.models import Lock, utc_now
+from bot.db.session import Database
+from bot.db.statements import insert_or_ignore
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a lock, for refusals ("locked by @alice since 10:02: db migration")."""
+
+    holder: str
+    since: datetime
+    reason: str | None
+    sticky: bool
+    deploy_id: int | None
+
+    def describe(self) -> str:
+        since = self.since.strftime("%Y-%m-%d %H:%M UTC")
+        what = f"deploy #{self.deploy_id}" if self.deploy_id else "a manual lock"
+        reason = f": {self.reason}" if self.reason else ""
+        return f"locked by <@{self.holder}> since {since} ({what}){reason}"
+
+
+def _holder(lock: Lock) -> LockHolder:
+    return LockHolder(lock.holder, lock.acquired_at, lock.reason, lock.sticky, lock.deploy_id)
+
+
+async def acquire(
+    session: AsyncSession,
+    *,
+    service: str,
+    environment: str,
+    holder: str,
+    deploy_id: int | None = None,
+    reason: str | None = None,
+    sticky: bool = False,
+) -> LockHolder | None:
+    """Take the lock in the caller's transaction; None on success, else who holds it."""
+    statement = insert_or_ignore(
+        session,
+        Lock,
+        service=service,
+        environment=environment,
+        holder=holder,
+        deploy_id=deploy_id,
+        reason=reason,
+        sticky=sticky,
+        acquired_at=utc_now(),
+    )
+    result = cast(CursorResult[Any], await session.execute(statement))
+    if result.rowcount == 1:
+        return None
+    existing = await session.get(Lock, (service, environment), populate_existing=True)
+    if existing is None:  # released between our insert and our read: report, don't retry
+        return LockHolder(
+            holder="unknown", since=utc_now(), reason=None, sticky=False, deploy_id=None
+        )
+    return _holder(existing)
+
+
+async def release_for_deploy(session: AsyncSession, *, deploy_id: int) -> bool:
+    """Release the lock a deploy holds (never someone else's); True if one was released."""
+    result = cast(
+        CursorResult[Any],
+        await session.execute(
+            delete(Lock).where(Lock.deploy_id == deploy_id, Lock.sticky.is_(False))
+        ),
+    )
+    return result.rowcount > 0
+
+
+async def release_manual(
+    session: AsyncSession, *, service: str, environment: str
+) -> LockHolder | None:
+    """Remove a sticky lock; returns what was removed, None if there was no sticky lock."""
+    existing = await session.get(Lock, (service, environment), with_for_update=True)
+    if existing is None or not existing.sticky:
+        return None
+    removed = _holder(existing)
+    await session.execute(
+        delete(Lock).where(
+            Lock.service == service, Lock.environment == environment, Lock.sticky.is_(True)
+        )
+    )
+    return removed
+
+
+async def holder_of(db: Database, *, service: str, environment: str) -> LockHolder | None:
+    async with db.session() as session:
+        lock = await session.get(Lock, (service, environment))
+        return _holder(lock) if lock else None
+
+
+async def all_locks(
+    db: Database, *, service: str | None = None
+) -> dict[tuple[str, str], LockHolder]:
+    statement = select(Lock)
+    if service:
+        statement = statement.where(Lock.service == service)
+    async with db.session() as session:
+        return {
+            (lock.service, lock.environment): _holder(lock)
+            for lock in await session.scalars(statement)
+        }

@@ -1,0 +1,130 @@
+"""What a deploy says to people: its one message, updated in place, and its refusals."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from bot.db.models import Deploy, utc_now
+from bot.messages import Button, Message
+
+STATUS_MARK = {
+    "pending": "·",
+    "running": "▶",
+    "done": "✓",
+    "failed": "✗",
+    "skipped": "–",
+    "aborted": "■",
+}
+
+# Button action ids (a contract with the handlers; listed once here).
+APPROVE = "deploy_approve"
+REJECT = "deploy_reject"
+ABORT = "deploy_abort"
+PROMOTE = "deploy_promote"
+RESUME = "deploy_resume"
+ROLL_BACK = "deploy_roll_back"
+RELEASE_LOCK = "deploy_release_lock"
+
+HEADLINE = {
+    "requested": "requested",
+    "awaiting_approval": "waiting for approval",
+    "running": "running",
+    "monitoring": "monitoring",
+    "interrupted": "interrupted",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "aborted": "aborted",
+    "rolled_back": "rolled back",
+    "rejected": "rejected",
+    "expired": "expired",
+}
+
+
+def elapsed(started: str | None, finished: str | None, now: datetime | None = None) -> str:
+    if not started:
+        return ""
+    begin = datetime.fromisoformat(started)
+    end = datetime.fromisoformat(finished) if finished else (now or utc_now())
+    seconds = max(0, int((end - begin).total_seconds()))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def checklist(steps: list[dict[str, Any]], now: datetime | None = None) -> str:
+    lines = []
+    width = max((len(step["name"]) for step in steps), default=0)
+    for step in steps:
+        mark = STATUS_MARK.get(step.get("status", "pending"), "?")
+        took = elapsed(step.get("started_at"), step.get("finished_at"), now)
+        summary = step.get("summary") or ""
+        lines.append(f"{mark} {step['name']:<{width}}  {took:>6}  {summary}".rstrip())
+    return "\n".join(lines)
+
+
+def deploy_message(deploy: Deploy, *, approvals_required: int = 0) -> Message:
+    details = deploy.details or {}
+    steps: list[dict[str, Any]] = details.get("steps", [])
+    version = deploy.version
+    if deploy.previous_version and deploy.previous_version != version:
+        version = f"{deploy.previous_version} → {deploy.version}"
+    approvers = ", ".join(f"<@{a}>" for a in details.get("approved_by", [])) or "—"
+    fields = [
+        ("Service", deploy.service),
+        ("Environment", deploy.environment),
+        ("Version", version),
+        ("Strategy", deploy.strategy),
+        ("Requested by", f"<@{deploy.requested_by}>"),
+    ]
+    if approvals_required:
+        fields.append(("Approved by", f"{approvers} ({approvals_required} needed)"))
+    headline = HEADLINE.get(deploy.state, deploy.state)
+    what = f"{deploy.service} {deploy.version} to {deploy.environment}"
+    text = f"*Deploy #{deploy.id}: {what}* — {headline}"
+    if deploy.reason:
+        text += f"\n{deploy.reason}"
+    return Message(
+        text=text,
+        fields=tuple(fields),
+        preformatted=checklist(steps) if steps else None,
+        buttons=buttons_for(deploy, details),
+        context=f"deploy #{deploy.id} · details and command output in the thread",
+    )
+
+
+def buttons_for(deploy: Deploy, details: dict[str, Any]) -> tuple[Button, ...]:
+    value = str(deploy.id)
+    if deploy.state == "awaiting_approval":
+        return (
+            Button(APPROVE, "Approve", value, "primary"),
+            Button(REJECT, "Reject", value, "danger"),
+        )
+    if deploy.state in ("running", "monitoring"):
+        buttons = [
+            Button(
+                ABORT,
+                "Abort",
+                value,
+                "danger",
+                confirm=(
+                    "Abort this deploy?",
+                    f"Stops deploy #{deploy.id} and puts back what it changed.",
+                ),
+            )
+        ]
+        if deploy.strategy == "canary":
+            buttons.append(Button(PROMOTE, "Promote", value, "primary"))
+        return tuple(buttons)
+    if deploy.state == "interrupted":
+        restore = deploy.previous_version or "the previous version"
+        return (
+            Button(RESUME, "Resume", value, "primary"),
+            Button(
+                ROLL_BACK,
+                "Roll back",
+                value,
+                "danger",
+                confirm=("Roll back?", f"Puts {restore} back on {deploy.environment}."),
+            ),
+            Button(RELEASE_LOCK, "Release lock", value),
+        )
+    return ()

@@ -1,0 +1,285 @@
+"""`/deploy` end to end: signed Slack requests in, the fake Kubernetes API and Slack out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from bot import audit
+from bot.catalog import Catalog
+from bot.db.models import Deploy, Lock, utc_now
+from bot.db.session import Database
+from bot.deploys import messaging
+from tests.conftest import RunningBot, start_bot
+from tests.fakes.kubernetes import FakeKubernetes, running_fake_kubernetes
+from tests.fakes.slack import FakeSlack
+
+OLD = "registry.example/checkout:v1"
+
+
+@pytest.fixture
+async def kube(tmp_path: Path) -> AsyncIterator[FakeKubernetes]:
+    async with running_fake_kubernetes(tick=0.02) as fake:
+        fake.add_deployment("shop-dev", "checkout", OLD, replicas=2)
+        fake.add_deployment("shop-staging", "checkout", OLD, replicas=2)
+        fake.add_deployment(
+            "shop", "checkout-blue", OLD, replicas=2, labels={"app": "checkout", "colour": "blue"}
+        )
+        fake.add_service("shop", "checkout", {"app": "checkout", "colour": "blue"})
+        yield fake
+
+
+@pytest.fixture
+async def deploy_bot(
+    fake_slack: FakeSlack,
+    database: Database,
+    catalog: Catalog,
+    kube: FakeKubernetes,
+    tmp_path: Path,
+) -> AsyncIterator[RunningBot]:
+    kubeconfig = kube.kubeconfig(tmp_path / "kubeconfig")
+    async with start_bot(
+        fake_slack, database, catalog, environ={"KUBECONFIG": str(kubeconfig)}
+    ) as running:
+        yield running
+
+
+async def finish(bot: RunningBot) -> None:
+    """Wait for the command's work and for every deploy it started."""
+    await bot.settle()
+    while bot.services.deploys.running:
+        await asyncio.gather(*(r.task for r in list(bot.services.deploys.running.values())))
+    await bot.settle()
+
+
+async def deploys(db: Database) -> list[Deploy]:
+    async with db.session() as session:
+        return list(await session.scalars(select(Deploy).order_by(Deploy.id)))
+
+
+def deploy_messages(bot: RunningBot) -> list[Any]:
+    return [
+        m
+        for m in bot.fake.messages
+        if m.channel == "C0DEPLOYS"
+        and not m.thread_ts
+        and m.source == "api"
+        and not m.ephemeral_for
+    ]
+
+
+def replies(bot: RunningBot) -> list[str]:
+    return [
+        m.text or "" for m in bot.fake.messages if m.ephemeral_for or m.source == "response_url"
+    ]
+
+
+def text_of(message: Any) -> str:
+    """Everything a person sees in a message, as one string."""
+    return json.dumps(message.blocks, ensure_ascii=False)
+
+
+def buttons(message: Any) -> dict[str, dict[str, Any]]:
+    found = {}
+    for block in message.blocks or []:
+        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+            found[element["action_id"]] = element
+    return found
+
+
+async def test_deploy_to_dev_rolls_out_and_reports_every_step(
+    deploy_bot: RunningBot, kube: FakeKubernetes
+) -> None:
+    status, _, _ = await deploy_bot.slack.command("/deploy", "checkout dev v2")
+    assert status == 200
+    await finish(deploy_bot)
+
+    assert kube.image("shop-dev", "checkout") == "registry.example/checkout:v2"
+    (deploy,) = await deploys(deploy_bot.services.db)
+    assert (deploy.state, deploy.version, deploy.previous_version) == ("succeeded", "v2", "v1")
+    (message,) = deploy_messages(deploy_bot)
+    assert "succeeded" in (message.text or "")
+    rendered = text_of(message)
+    assert "✓ deploy" in rendered and "✓ wait until ready" in rendered
+    assert len(deploy_bot.fake.calls_to("chat.update")) >= 3  # updated in place, step by step
+    assert any("Deploy #1 of checkout v2 to dev started" in t for t in replies(deploy_bot))
+    async with deploy_bot.services.db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(Lock)) == 0
+    actions = [e.action for e in await audit.entries(deploy_bot.services.db)]
+    assert "deploy:requested" in actions and "deploy:succeeded" in actions
+
+
+async def test_a_rollout_that_never_becomes_ready_fails_and_is_rolled_back(
+    deploy_bot: RunningBot, kube: FakeKubernetes
+) -> None:
+    kube.never_ready("shop-dev", "checkout")
+    await deploy_bot.slack.command("/deploy", "checkout dev v2")
+    await finish(deploy_bot)
+
+    (deploy,) = await deploys(deploy_bot.services.db)
+    assert deploy.state == "rolled_back"
+    assert deploy.reason and "Failed at step wait until ready" in deploy.reason
+    assert "ProgressDeadlineExceeded" in deploy.reason
+    assert "v1 is back" in deploy.reason
+    assert kube.image("shop-dev", "checkout") == OLD
+
+
+async def test_dry_run_shows_the_plan_and_changes_nothing(
+    deploy_bot: RunningBot, kube: FakeKubernetes
+) -> None:
+    await deploy_bot.slack.command("/deploy", "checkout dev v9 --dry-run")
+    await finish(deploy_bot)
+    answer = "\n".join(replies(deploy_bot))
+    assert "Dry run" in answer and "Nothing was changed" in answer
+    preformatted = json.dumps([m.blocks for m in deploy_bot.fake.messages], ensure_ascii=False)
+    assert "registry.example/checkout:v9" in preformatted
+    assert kube.writes() == []
+    assert await deploys(deploy_bot.services.db) == []
+
+
+async def test_only_deployers_may_deploy_to_prod(deploy_bot: RunningBot) -> None:
+    await deploy_bot.slack.command("/deploy", "checkout prod v2", user_id="U0MALLORY")
+    await finish(deploy_bot)
+    assert any("refused by deployer" in t for t in replies(deploy_bot))
+    assert await deploys(deploy_bot.services.db) == []
+
+
+async def test_prod_requires_staging_first(deploy_bot: RunningBot) -> None:
+    await deploy_bot.slack.command("/deploy", "checkout prod v2")
+    await finish(deploy_bot)
+    assert any("refused by promotion" in t for t in replies(deploy_bot))
+
+
+async def test_prod_waits_for_an_approver_not_the_requester(
+    deploy_bot: RunningBot, kube: FakeKubernetes
+) -> None:
+    await deploy_bot.slack.command("/deploy", "checkout staging v2")
+    await finish(deploy_bot)
+    # No version: promote what succeeded in staging.
+    await deploy_bot.slack.command("/deploy", "checkout prod")
+    await finish(deploy_bot)
+    prod = (await deploys(deploy_bot.services.db))[-1]
+    assert (prod.state, prod.version) == ("awaiting_approval", "v2")
+    message = deploy_messages(deploy_bot)[-1]
+    approve = buttons(message)[messaging.APPROVE]
+
+    await deploy_bot.slack.click(messaging.APPROVE, value=approve["value"], user_id="U0ALICE")
+    await finish(deploy_bot)
+    assert any("cannot approve" in t for t in replies(deploy_bot))
+    await deploy_bot.slack.click(messaging.APPROVE, value=approve["value"], user_id="U0MALLORY")
+    await finish(deploy_bot)
+    assert (await deploys(deploy_bot.services.db))[-1].state == "awaiting_approval"
+
+    await deploy_bot.slack.click(messaging.APPROVE, value=approve["value"], user_id="U0APPROVER")
+    await finish(deploy_bot)
+    prod = (await deploys(deploy_bot.services.db))[-1]
+    assert prod.state == "succeeded", prod.reason
+    assert kube.service("shop", "checkout")["spec"]["selector"]["colour"] == "green"
+    assert kube.image("shop", "checkout-green") == "registry.example/checkout:v2"
+    assert "<@U0APPROVER>" in text_of(deploy_messages(deploy_bot)[-1])
+
+
+async def test_approval_expires_and_frees_the_lock(deploy_bot: RunningBot) -> None:
+    deploys_service = deploy_bot.services.deploys
+    await deploy_bot.slack.command("/deploy", "checkout staging v2")
+    await finish(deploy_bot)
+    await deploy_bot.slack.command("/deploy", "checkout prod v2")
+    await finish(deploy_bot)
+    deploys_service.deps.clock = lambda: utc_now() + timedelta(hours=2)
+    assert await deploys_service.expire_approvals() == 1
+    assert await deploys_service.expire_approvals() == 0
+    prod = (await deploys(deploy_bot.services.db))[-1]
+    assert prod.state == "expired"
+    assert "expired" in (deploy_messages(deploy_bot)[-1].text or "")
+
+
+async def test_manual_lock_refuses_deploys_with_who_and_why(deploy_bot: RunningBot) -> None:
+    await deploy_bot.slack.command("/deploy", "lock checkout dev db migration running")
+    await finish(deploy_bot)
+    await deploy_bot.slack.command("/deploy", "checkout dev v3", user_id="U0BOB")
+    await finish(deploy_bot)
+    refusal = replies(deploy_bot)[-1]
+    assert "refused by lock" in refusal and "<@U0ALICE>" in refusal
+    assert "db migration running" in refusal
+
+    await deploy_bot.slack.command("/deploy", "status checkout")
+    await finish(deploy_bot)
+    assert "db migration running" in text_of(deploy_bot.fake.messages[-1])
+
+    await deploy_bot.slack.command("/deploy", "unlock checkout dev")
+    await finish(deploy_bot)
+    await deploy_bot.slack.command("/deploy", "checkout dev v3", user_id="U0BOB")
+    await finish(deploy_bot)
+    assert (await deploys(deploy_bot.services.db))[-1].state == "succeeded"
+
+
+async def test_concurrent_deploys_of_one_service_run_exactly_once(
+    deploy_bot: RunningBot, kube: FakeKubernetes
+) -> None:
+    await asyncio.gather(
+        *(deploy_bot.slack.command("/deploy", f"checkout dev v{n}") for n in range(2, 12))
+    )
+    await finish(deploy_bot)
+    created = await deploys(deploy_bot.services.db)
+    assert len(created) == 1
+    assert sum("refused by lock" in t for t in replies(deploy_bot)) == 9
+
+
+async def test_abort_puts_back_what_the_deploy_changed(
+    deploy_bot: RunningBot, kube: FakeKubernetes
+) -> None:
+    kube.never_ready("shop-dev", "checkout")
+    await deploy_bot.slack.command("/deploy", "checkout dev v2")
+    await deploy_bot.settle()
+    message = await deploy_bot.fake.wait_for_message(
+        lambda m: m.channel == "C0DEPLOYS" and messaging.ABORT in text_of(m)
+    )
+    abort = buttons(message)[messaging.ABORT]
+    await deploy_bot.slack.click(messaging.ABORT, value=abort["value"], user_id="U0BOB")
+    await finish(deploy_bot)
+    (deploy,) = await deploys(deploy_bot.services.db)
+    assert deploy.state == "aborted"
+    assert "Aborted by <@U0BOB>" in (deploy.reason or "")
+    assert kube.image("shop-dev", "checkout") == OLD
+
+
+async def test_a_restart_mid_deploy_is_reconciled_and_can_resume(
+    fake_slack: FakeSlack,
+    database: Database,
+    catalog: Catalog,
+    kube: FakeKubernetes,
+    tmp_path: Path,
+) -> None:
+    environ = {"KUBECONFIG": str(kube.kubeconfig(tmp_path / "kubeconfig"))}
+    kube.paused = True  # the rollout does not progress while the first process runs
+    async with start_bot(fake_slack, database, catalog, environ=environ) as first:
+        await first.slack.command("/deploy", "checkout dev v2")
+        await first.settle()
+        await fake_slack.wait_for_message(lambda m: "▶ wait until ready" in text_of(m))
+        # The process dies: its task is gone, the database still says running.
+        for running in list(first.services.deploys.running.values()):
+            running.task.cancel()
+    kube.paused = False
+
+    async with start_bot(fake_slack, database, catalog, environ=environ) as second:
+        assert await second.services.deploys.recover() == 1
+        (deploy,) = await deploys(database)
+        assert deploy.state == "interrupted"
+        assert "during step wait until ready" in (deploy.reason or "")
+        message = deploy_messages(second)[-1]
+        assert {messaging.RESUME, messaging.ROLL_BACK, messaging.RELEASE_LOCK} <= set(
+            buttons(message)
+        )
+        resume = buttons(message)[messaging.RESUME]
+        await second.slack.click(messaging.RESUME, value=resume["value"])
+        await finish(second)
+        (deploy,) = await deploys(database)
+        assert deploy.state == "succeeded", deploy.reason
+        assert kube.image("shop-dev", "checkout") == "registry.example/checkout:v2"

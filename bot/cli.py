@@ -115,6 +115,7 @@ async def serve(settings: Settings, catalog: Catalog) -> int:
 
     from bot.app import build_bolt_app, build_services
     from bot.db.session import Database
+    from bot.scheduler import build_scheduler
     from bot.web import build_web_app
 
     database = Database(settings.database_url)
@@ -127,6 +128,14 @@ async def serve(settings: Settings, catalog: Catalog) -> int:
     services = build_services(settings, catalog, database)
     bolt = build_bolt_app(services)
     web_app = build_web_app(services, bolt)
+    # Deploys that were running when the bot last stopped: say so and offer the way forward.
+    interrupted = await services.deploys.recover()
+    if interrupted:
+        log.warning(
+            "%d deploy(s) were interrupted by the last stop: see their threads", interrupted
+        )
+    scheduler = build_scheduler(services)
+    scheduler.start()
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host=os.environ.get("HOST", "0.0.0.0"), port=settings.port)
@@ -151,10 +160,12 @@ async def serve(settings: Settings, catalog: Catalog) -> int:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("shutting down: waiting for %d running request(s)", services.tracker.running)
+    scheduler.shutdown(wait=False)
     if socket_handler is not None:
         await socket_handler.close_async()
     with contextlib.suppress(TimeoutError):
         await services.tracker.idle(within=20)
+    await services.close()
     await runner.cleanup()
     await database.dispose()
     return EXIT_OK

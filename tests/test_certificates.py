@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from bot.certificates import (
     probe_certificate,
 )
 from bot.deploys.gates import GateResult
+from tests.fakes.tls import tls_server
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 HOST = "shop.example.com"
@@ -98,24 +99,6 @@ def client_context(ca: trustme.CA) -> ssl.SSLContext:
     context = ssl.create_default_context()
     ca.configure_trust(context)
     return context
-
-
-async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    writer.close()
-
-
-@asynccontextmanager
-async def tls_server(ca: trustme.CA, not_after: datetime) -> AsyncIterator[int]:
-    """A TLS server on 127.0.0.1 presenting a certificate valid until `not_after`; its port."""
-    leaf = ca.issue_cert("127.0.0.1", not_after=not_after)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    leaf.configure_cert(context)
-    server = await asyncio.start_server(_answer, "127.0.0.1", 0, ssl=context)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 ServerFactory = Callable[[datetime], AbstractAsyncContextManager[int]]

@@ -10,16 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from sqlalchemy import func, select
 
 from bot import audit
-from bot.catalog import Catalog
+from bot.catalog import Catalog, load_catalog
 from bot.db.models import Deploy, Lock, utc_now
 from bot.db.session import Database
 from bot.deploys import messaging
-from tests.conftest import RunningBot, start_bot
+from tests.conftest import TEST_CATALOG, RunningBot, start_bot
 from tests.fakes.kubernetes import FakeKubernetes, running_fake_kubernetes
 from tests.fakes.slack import FakeSlack
+from tests.fakes.tls import tls_server
 
 OLD = "registry.example/checkout:v1"
 
@@ -283,3 +285,38 @@ async def test_a_restart_mid_deploy_is_reconciled_and_can_resume(
         (deploy,) = await deploys(database)
         assert deploy.state == "succeeded", deploy.reason
         assert kube.image("shop-dev", "checkout") == "registry.example/checkout:v2"
+
+
+async def test_a_freeze_and_an_expiring_certificate_block_prod(
+    fake_slack: FakeSlack, database: Database, kube: FakeKubernetes, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    async with tls_server(ca, utc_now() + timedelta(days=10)) as port:
+        text = TEST_CATALOG.read_text().replace(
+            "    require_previous: true",
+            "    require_previous: true\n"
+            "    freeze: [{cron: '0 0 * * *', duration: 24h, timezone: UTC, reason: year end}]",
+        )
+        path = tmp_path / "opsbot.yml"
+        path.write_text(text + f"certificates:\n  - {{host: 127.0.0.1, port: {port}}}\n")
+        environ = {
+            "KUBECONFIG": str(kube.kubeconfig(tmp_path / "kubeconfig")),
+            "SSL_CERT_FILE": str(ca_file),
+        }
+        catalog = load_catalog(path, {})
+        async with start_bot(
+            fake_slack, database, catalog, environ=environ, config_path=path
+        ) as running:
+            await running.slack.command("/deploy", "checkout prod v2 --dry-run")
+            await finish(running)
+            answer = text_of(running.fake.messages[-1])
+            assert "✗ freeze: prod is frozen for year end until" in answer
+            assert "✗ certificates: the certificate of 127.0.0.1" in answer
+            assert "It would be refused: freeze" in (running.fake.messages[-1].text or "")
+
+            await running.slack.command("/deploy", "checkout prod v2")
+            await finish(running)
+            assert "refused by freeze" in replies(running)[-1]
+    assert await deploys(database) == []

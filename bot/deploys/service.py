@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, cast
+from urllib.parse import urlsplit
 
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import audit
 from bot.catalog import Catalog, Environment, Service
-from bot.certificates import certificate_expiry, check_certificate
+from bot.certificates import default_ssl_context, probe_certificate
 from bot.db.models import DEPLOY_FINAL_STATES, Approval, Deploy, utc_now
 from bot.db.session import Database
 from bot.deploys import gates, locks
@@ -262,7 +263,9 @@ class Deploys:
         target = self._target(svc, env.name)
         try:
             running = await target.current()
-            context = DeployContext(svc.name, env.name, version, strategy, running.version)
+            context = DeployContext(
+                svc.name, env.name, version, strategy, running.version, state=dict(running.state)
+            )
             if not gates.evaluate(results):
                 step_ctx = self._step_context(context, target, svc, env, asyncio.Event())
                 for check in playbook.checks:
@@ -291,24 +294,19 @@ class Deploys:
         names = self.deps.catalog.environment_names()
         if not names or env.name != names[-1]:
             return []
-        results = []
-        for cert in self.deps.catalog.certificates:
-            try:
-                expires = await certificate_expiry(cert.host, cert.port)
-            except Exception as exc:
-                results.append(
-                    gates.GateResult(
-                        "certificates",
-                        False,
-                        f"certificates: could not check the certificate of "
-                        f"{cert.host}:{cert.port}: {exc}",
-                    )
-                )
-                continue
-            results.append(
-                check_certificate(cert.host, expires, self.deps.clock(), min_valid=cert.warn_before)
+        hosts = {(c.host, c.port): c.warn_before for c in self.deps.catalog.certificates}
+        if svc.health is not None:
+            # The service's own host, when it serves HTTPS, must be valid for 30 days too.
+            url = urlsplit(svc.health.url_for(env=env.name, service=svc.name))
+            if url.scheme == "https" and url.hostname:
+                hosts.setdefault((url.hostname, url.port or 443), timedelta(days=30))
+        context = default_ssl_context(self.deps.env)
+        return [
+            await probe_certificate(
+                host, port, now=self.deps.clock(), min_valid=min_valid, ssl_context=context
             )
-        return results
+            for (host, port), min_valid in hosts.items()
+        ]
 
     def _step_context(
         self,

@@ -204,6 +204,7 @@ async def run_console(settings: Settings, catalog: Catalog, *, user: str, channe
     try:
         await database.upgrade()
         services = build_services(console_settings, catalog, database)
+        await services.deploys.recover()
         console = Console(build_bolt_app(services), services, standin, user=user, channel=channel)
         standin.on_message = console.show
         interactive = sys.stdin.isatty()

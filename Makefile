@@ -29,6 +29,7 @@ run: install
 
 test: install
 	bash scripts/ensure-services.sh
+	bash scripts/ensure-prometheus.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=85 -p no:cacheprovider

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -102,7 +103,7 @@ class Services:
     metrics: BotMetrics = field(default_factory=BotMetrics)
     tracker: WorkTracker = field(default_factory=WorkTracker)
     gate: AckGate = field(default_factory=AckGate)
-    worker_count: int = 8
+    worker_count: int = 64
     _queue: asyncio.Queue[Callable[[], Awaitable[None]]] = field(default_factory=asyncio.Queue)
     _workers: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -140,14 +141,22 @@ class Services:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
+        from bot.targets.kubernetes import close_clients
+
+        await close_clients()
+        if self.client.session is not None and not self.client.session.closed:
+            await self.client.session.close()
 
 
 def build_client(settings: Settings, token: str | None = None) -> AsyncWebClient:
     """The Web API client: `SLACK_API_URL`, and retries that honour HTTP 429 Retry-After."""
+    # One HTTP session for every Web API call: without it slack_sdk opens a new connection (and
+    # TLS handshake) per call, which dominated the bot's CPU per deploy in bench/deploy_overhead.
     client = AsyncWebClient(
         token=token or settings.slack_bot_token,
         base_url=settings.slack_api_url,
         timeout=10,
+        session=aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)),
     )
     client.retry_handlers.extend(
         [

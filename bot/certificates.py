@@ -9,6 +9,7 @@ which combines them and turns an unreachable host into a refusal that says why.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import ssl
@@ -36,12 +37,18 @@ def default_ssl_context(environ: Mapping[str, str] | None = None) -> ssl.SSLCont
     """A verifying client context trusting the system CAs plus the file in SSL_CERT_FILE.
 
     OpenSSL reads SSL_CERT_FILE *instead of* the system bundle; loading both keeps public hosts
-    working when SSL_CERT_FILE adds a private CA.
+    working when SSL_CERT_FILE adds a private CA. Loading the bundle costs tens of milliseconds,
+    so contexts are built once per SSL_CERT_FILE.
     """
     environ = os.environ if environ is None else environ
+    return _context_for(environ.get("SSL_CERT_FILE"))
+
+
+@functools.lru_cache(maxsize=8)
+def _context_for(extra_cafile: str | None) -> ssl.SSLContext:
     context = ssl.create_default_context()
     paths = ssl.get_default_verify_paths()
-    for cafile in (paths.openssl_cafile, environ.get("SSL_CERT_FILE")):
+    for cafile in (paths.openssl_cafile, extra_cafile):
         if cafile and os.path.isfile(cafile):
             context.load_verify_locations(cafile=cafile)
     if paths.openssl_capath and os.path.isdir(paths.openssl_capath):

@@ -28,6 +28,15 @@ SIGNING_SECRET = "test-signing-secret-0123456789"
 BOT_TOKEN = "xoxb-test-bot-token-0123456789"
 
 
+@pytest.fixture(autouse=True)
+async def close_shared_clients() -> AsyncIterator[None]:
+    """Kubernetes clients are shared per event loop; each test has its own loop."""
+    yield
+    from bot.targets.kubernetes import close_clients
+
+    await close_clients()
+
+
 @pytest.fixture
 def swap_route() -> Iterator[Callable[[str, str, Any], None]]:
     """Replace a command's work for one test (a stand-in for a feature), restoring it after."""
@@ -92,6 +101,7 @@ async def start_bot(
     """opsbot's HTTP app on a free port, as `opsbot run` builds it, against the fake Slack."""
     settings = bot_settings(fake, database, environ=environ or {}, config_path=config_path)
     services = build_services(settings, catalog, database)
+    services.deploys.update_interval = 0.05  # coalesce message updates, but keep tests quick
     runner = web.AppRunner(build_web_app(services, build_bolt_app(services)))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -105,6 +115,7 @@ async def start_bot(
         await services.tracker.idle(within=10)
         for running in list(services.deploys.running.values()):
             running.task.cancel()
+        await services.deploys.flush()
     finally:
         await services.close()
         await runner.cleanup()

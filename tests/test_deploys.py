@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,13 @@ from bot.db.models import Deploy, Lock, utc_now
 from bot.db.session import Database
 from bot.deploys import messaging
 from tests.conftest import TEST_CATALOG, RunningBot, start_bot
+from tests.fakes.aws import (
+    MotoServer,
+    aws_client,
+    create_lambda_function,
+    put_artifact,
+    running_moto,
+)
 from tests.fakes.kubernetes import FakeKubernetes, running_fake_kubernetes
 from tests.fakes.slack import FakeSlack
 from tests.fakes.tls import tls_server
@@ -59,6 +67,7 @@ async def finish(bot: RunningBot) -> None:
     while bot.services.deploys.running:
         await asyncio.gather(*(r.task for r in list(bot.services.deploys.running.values())))
     await bot.settle()
+    await bot.services.deploys.flush()
 
 
 async def deploys(db: Database) -> list[Deploy]:
@@ -225,9 +234,12 @@ async def test_manual_lock_refuses_deploys_with_who_and_why(deploy_bot: RunningB
 async def test_concurrent_deploys_of_one_service_run_exactly_once(
     deploy_bot: RunningBot, kube: FakeKubernetes
 ) -> None:
+    kube.paused = True  # the first deploy must still hold the lock when the others arrive
     await asyncio.gather(
         *(deploy_bot.slack.command("/deploy", f"checkout dev v{n}") for n in range(2, 12))
     )
+    await deploy_bot.settle()
+    kube.paused = False
     await finish(deploy_bot)
     created = await deploys(deploy_bot.services.db)
     assert len(created) == 1
@@ -320,3 +332,110 @@ async def test_a_freeze_and_an_expiring_certificate_block_prod(
             await finish(running)
             assert "refused by freeze" in replies(running)[-1]
     assert await deploys(database) == []
+
+
+@pytest.fixture
+def moto() -> Iterator[MotoServer]:
+    with running_moto() as server:
+        yield server
+        # moto keeps its state per process, not per server: start the next test empty.
+        urllib.request.urlopen(
+            urllib.request.Request(f"{server.endpoint_url}/moto-api/reset", method="POST")
+        ).close()
+
+
+async def test_a_lambda_canary_can_be_promoted_past_its_waits(
+    fake_slack: FakeSlack, database: Database, catalog: Catalog, moto: MotoServer
+) -> None:
+    artifact = "s3://artifacts/payments/{version}.zip"
+    function = await asyncio.to_thread(
+        create_lambda_function, moto.env, function="payments-staging", alias="live",
+        artifact=artifact, version="v1",
+    )  # fmt: skip
+    await asyncio.to_thread(put_artifact, moto.env, artifact, "v2")
+    async with start_bot(fake_slack, database, catalog, environ=dict(moto.env)) as running:
+        await running.slack.command("/deploy", "payments staging v2")
+        await running.settle()
+        # The canary waits 2 minutes between steps unless someone promotes it.
+        message = await fake_slack.wait_for_message(
+            lambda m: "wait 2m" in text_of(m) and "▶" in text_of(m), timeout=15
+        )
+        promote = buttons(message)[messaging.PROMOTE]
+        await running.slack.click(messaging.PROMOTE, value=promote["value"], user_id="U0BOB")
+        await finish(running)
+    (deploy,) = await deploys(database)
+    assert deploy.state == "succeeded", deploy.reason
+    assert "skipped: promoted by <@U0BOB>" in text_of(deploy_messages(running)[-1])
+    lam = aws_client(moto.env, "lambda")
+    alias = await asyncio.to_thread(lam.get_alias, FunctionName=function.function, Name="live")
+    assert alias["FunctionVersion"] != function.version_number
+    assert not (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights")
+
+
+async def test_the_requester_can_withdraw_and_an_approver_reject(deploy_bot: RunningBot) -> None:
+    await deploy_bot.slack.command("/deploy", "checkout staging v2")
+    await finish(deploy_bot)
+    for user, expected in (
+        ("U0ALICE", "Withdrawn by the requester."),
+        ("U0APPROVER", "Rejected by <@U0APPROVER>."),
+    ):
+        await deploy_bot.slack.command("/deploy", "checkout prod v2")
+        await finish(deploy_bot)
+        reject = buttons(deploy_messages(deploy_bot)[-1])[messaging.REJECT]
+        await deploy_bot.slack.click(messaging.REJECT, value=reject["value"], user_id=user)
+        await finish(deploy_bot)
+        prod = (await deploys(deploy_bot.services.db))[-1]
+        assert (prod.state, prod.reason) == ("rejected", expected)
+    await deploy_bot.slack.click(messaging.REJECT, value=reject["value"], user_id="U0APPROVER")
+    await finish(deploy_bot)
+    assert "not waiting for approval" in replies(deploy_bot)[-1]
+
+
+async def test_history_lists_deploys_newest_first(deploy_bot: RunningBot) -> None:
+    for version in ("v2", "v3"):
+        await deploy_bot.slack.command("/deploy", f"checkout dev {version}")
+        await finish(deploy_bot)
+    await deploy_bot.slack.command("/deploy", "history checkout dev")
+    await finish(deploy_bot)
+    listing = text_of(deploy_bot.fake.messages[-1])
+    assert listing.index("dev v3 succeeded") < listing.index("dev v2 succeeded")
+
+
+async def test_an_interrupted_deploy_can_be_rolled_back_or_released(
+    fake_slack: FakeSlack,
+    database: Database,
+    catalog: Catalog,
+    kube: FakeKubernetes,
+    tmp_path: Path,
+) -> None:
+    environ = {"KUBECONFIG": str(kube.kubeconfig(tmp_path / "kubeconfig"))}
+    kube.paused = True
+    async with start_bot(fake_slack, database, catalog, environ=environ) as first:
+        for service_env in ("checkout dev v2", "checkout staging v2"):
+            await first.slack.command("/deploy", service_env)
+        await first.settle()
+        for env_name in ("dev", "staging"):
+            await fake_slack.wait_for_message(
+                lambda m, env_name=env_name: (
+                    f"to {env_name}*" in (m.text or "") and "▶ wait until ready" in text_of(m)
+                )
+            )
+        for running in list(first.services.deploys.running.values()):
+            running.task.cancel()
+    kube.paused = False
+    async with start_bot(fake_slack, database, catalog, environ=environ) as second:
+        assert await second.services.deploys.recover() == 2
+        dev, staging = sorted(await deploys(database), key=lambda d: d.environment)
+        await second.slack.click(messaging.ROLL_BACK, value=str(dev.id))
+        await second.slack.click(messaging.RELEASE_LOCK, value=str(staging.id), user_id="U0BOB")
+        await finish(second)
+        dev, staging = sorted(await deploys(database), key=lambda d: d.environment)
+        assert dev.state == "rolled_back" and "Rolled back by <@U0ALICE>" in (dev.reason or "")
+        assert kube.image("shop-dev", "checkout") == OLD
+        assert staging.state == "aborted" and "Lock released by <@U0BOB>" in (staging.reason or "")
+        async with database.session() as session:
+            assert await session.scalar(select(func.count()).select_from(Lock)) == 0
+        # A second press finds nothing to do.
+        await second.slack.click(messaging.RELEASE_LOCK, value=str(staging.id))
+        await finish(second)
+        assert "holds no lock" in replies(second)[-1]

@@ -44,7 +44,7 @@ from bot.deploys.playbook import (
     run_step,
 )
 from bot.messages import Message, MessageRef, Notifier
-from bot.targets.base import DeployContext, Target, TargetError, make_target
+from bot.targets.base import DeployContext, StepResult, Target, TargetError, make_target
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +115,14 @@ class _Running:
 class Deploys:
     """The deploy service: one method per thing a person (or the bot's start-up) can ask."""
 
+    update_interval = 1.0  # seconds between two updates of one deploy's message
+    quiet_step_seconds = 0.5  # a step done sooner is not announced as running first
+
     def __init__(self, deps: DeployDeps) -> None:
         self.deps = deps
         self.running: dict[int, _Running] = {}
+        self._pending: dict[int, tuple[MessageRef, Message]] = {}
+        self._publishers: dict[int, asyncio.Task[None]] = {}
 
     # -- helpers ---------------------------------------------------------------------------------
     def _lookup(self, service: str, environment: str) -> tuple[Service, Environment]:
@@ -152,16 +157,27 @@ class Deploys:
         async with self.deps.db.session() as session:
             return await session.get(Deploy, deploy_id)
 
-    async def _publish(self, deploy: Deploy) -> None:
-        """Post the deploy's message, or update it in place; Slack trouble never stops a deploy."""
+    def _message(self, deploy: Deploy) -> Message:
         env = self.deps.catalog.environment(deploy.environment)
-        message = deploy_message(deploy, approvals_required=env.approvals if env else 0)
+        return deploy_message(deploy, approvals_required=env.approvals if env else 0)
+
+    async def _publish(self, deploy: Deploy) -> None:
+        """Post the deploy's message, or update it in place; Slack trouble never stops a deploy.
+
+        Updates are coalesced: at most one chat.update per deploy every `update_interval`
+        seconds, always with the newest state (Slack rate-limits chat.update; fifty deploys
+        stepping at once must not flood it). `flush` sends what is pending.
+        """
+        if deploy.message_ts and deploy.channel:
+            self._pending[deploy.id] = (
+                MessageRef(deploy.channel, deploy.message_ts),
+                self._message(deploy),
+            )
+            if deploy.id not in self._publishers:
+                self._publishers[deploy.id] = asyncio.ensure_future(self._publisher(deploy.id))
+            return
+        message = self._message(deploy)
         try:
-            if deploy.message_ts and deploy.channel:
-                await self.deps.notifier.update(
-                    MessageRef(deploy.channel, deploy.message_ts), message
-                )
-                return
             channel = self._channel_for(deploy.service)
             ref = await self.deps.notifier.post(channel, message)
         except Exception:
@@ -174,6 +190,31 @@ class Deploys:
                 .values(channel=ref.channel, message_ts=ref.ts, thread_ts=ref.ts)
             )
         deploy.channel, deploy.message_ts, deploy.thread_ts = ref.channel, ref.ts, ref.ts
+
+    async def _publisher(self, deploy_id: int) -> None:
+        try:
+            while deploy_id in self._pending:
+                ref, message = self._pending.pop(deploy_id)
+                try:
+                    await self.deps.notifier.update(ref, message)
+                except Exception:
+                    log.exception("could not update the message of deploy #%s", deploy_id)
+                if deploy_id in self._pending:
+                    await asyncio.sleep(self.update_interval)  # deliberate: Slack's rate limit
+        finally:
+            self._publishers.pop(deploy_id, None)
+
+    async def flush(self, deploy_id: int | None = None) -> None:
+        """Wait until pending message updates (of one deploy, or all) have been sent."""
+        while True:
+            tasks = [
+                task
+                for key, task in self._publishers.items()
+                if deploy_id is None or key == deploy_id
+            ]
+            if not tasks:
+                return
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _say(self, deploy: Deploy, text: str, preformatted: str | None = None) -> None:
         """A line in the deploy's thread (details, command output)."""
@@ -193,8 +234,9 @@ class Deploys:
         return channel or self.deps.catalog.slack.channels.deploys
 
     async def _save(self, deploy: Deploy, **values: Any) -> None:
-        async with self.deps.db.transaction() as session:
-            await session.execute(
+        # A Core UPDATE on a connection: the ORM session cost more than the statement here.
+        async with self.deps.db.engine.begin() as connection:
+            await connection.execute(
                 update(Deploy).where(Deploy.id == deploy.id).values(updated_at=utc_now(), **values)
             )
         for key, value in values.items():
@@ -300,6 +342,8 @@ class Deploys:
             url = urlsplit(svc.health.url_for(env=env.name, service=svc.name))
             if url.scheme == "https" and url.hostname:
                 hosts.setdefault((url.hostname, url.port or 443), timedelta(days=30))
+        if not hosts:
+            return []
         context = default_ssl_context(self.deps.env)
         return [
             await probe_certificate(
@@ -407,18 +451,19 @@ class Deploys:
                     f"deploy of {svc.name} to {env.name} refused by lock: {svc.name} in "
                     f"{env.name} is {holder.describe()}."
                 )
-        await audit.record(
-            self.deps.db,
-            actor=requester,
-            action="deploy:requested",
-            outcome=state,
-            detail={
-                "deploy": deploy.id,
-                "service": svc.name,
-                "environment": env.name,
-                "version": version,
-            },
-        )
+            # In the same transaction: the deploy, its lock and its audit entry exist together.
+            await audit.record(
+                session,
+                actor=requester,
+                action="deploy:requested",
+                outcome=state,
+                detail={
+                    "deploy": deploy.id,
+                    "service": svc.name,
+                    "environment": env.name,
+                    "version": version,
+                },
+            )
         await self._publish(deploy)
         if state == "running":
             self.start(deploy.id)
@@ -597,6 +642,7 @@ class Deploys:
     async def _run_guarded(self, deploy_id: int) -> None:
         try:
             await self._run(deploy_id)
+            await self.flush(deploy_id)
         except Exception:
             # Nothing may end a deploy silently: say it in the thread, keep the lock.
             log.exception("deploy #%s crashed", deploy_id)
@@ -653,8 +699,15 @@ class Deploys:
                     async with self.deps.db.transaction() as session:
                         await transition(session, deploy_id, ["running"], "monitoring")
                     deploy.state = "monitoring"
+                if step_record["kind"] == "wait" and run.promote_by:
+                    # Promoted: the remaining waits between canary steps are skipped.
+                    step_record.update(
+                        status="skipped",
+                        finished_at=utc_now().isoformat(),
+                        summary=f"skipped: promoted by <@{run.promote_by}>",
+                    )
+                    continue
                 step_record.update(status="running", started_at=utc_now().isoformat(), summary="")
-                await persist()
                 run.step_event = asyncio.Event()
                 step = Step(
                     step_record["name"],
@@ -663,7 +716,7 @@ class Deploys:
                 )
                 step_ctx = self._step_context(context, target, svc, env, run.step_event)
                 try:
-                    result = await run_step(step, step_ctx)
+                    result = await self._run_step(step, step_ctx, persist)
                 except StepAborted:
                     if run.abort_by is None and run.promote_by and step.kind == "wait":
                         step_record.update(
@@ -697,12 +750,25 @@ class Deploys:
                 step_record.update(
                     status=status, finished_at=utc_now().isoformat(), summary=result.summary[:200]
                 )
-                await persist()
+                # What changed the target (and its new state) is written at once; a quick check
+                # or a skipped script rides along with the next write: after a crash it simply
+                # runs again, which is safe.
+                if step.kind in CHANGING_KINDS or result.output or result.state:
+                    await persist()
                 if result.output:
                     await self._say(deploy, f"Output of *{step.name}*:", result.output[-2900:])
             await self._finish(deploy, "succeeded", None, persist)
         finally:
             await target.close()
+
+    async def _run_step(self, step: Step, step_ctx: StepContext, persist: Any) -> StepResult:
+        """Run one step; say it is running (a database write and a message update) only when it
+        takes longer than a moment, so quick and skipped steps cost one write, not two."""
+        task = asyncio.ensure_future(run_step(step, step_ctx))
+        done, _ = await asyncio.wait({task}, timeout=self.quiet_step_seconds)
+        if not done:
+            await persist()
+        return await task
 
     async def _finish(self, deploy: Deploy, state: str, reason: str | None, persist: Any) -> None:
         async with self.deps.db.transaction() as session:

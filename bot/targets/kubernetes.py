@@ -146,6 +146,17 @@ def image_tag(image: str) -> str | None:
     return digest or None
 
 
+_SHARED_CLIENTS: dict[tuple[Any, ...], tuple[str | None, Any]] = {}
+
+
+async def close_clients() -> None:
+    """Close the Kubernetes clients this event loop shares between targets (at shutdown)."""
+    loop = asyncio.get_running_loop()
+    for key in [key for key in _SHARED_CLIENTS if key[0] is loop]:
+        _, client = _SHARED_CLIENTS.pop(key)
+        await client.close()
+
+
 @register_kind("kubernetes")
 class KubernetesDeployTarget(Target):
     """One service's Deployment(s) in one namespace of one cluster."""
@@ -318,9 +329,10 @@ class KubernetesDeployTarget(Target):
         return await self._undo(ctx, self.config.deployment)
 
     async def close(self) -> None:
-        if self._api_client is not None:
+        # The client is shared with other targets of the same cluster: `close_clients` ends it.
+        if self._api_client is not None and not self._shared:
             await self._api_client.close()
-            self._api_client = None
+        self._api_client = None
 
     # ------------------------------------------------------------------ rolling / recreate
 
@@ -893,6 +905,8 @@ class KubernetesDeployTarget(Target):
                 f"the Kubernetes client could not handle {what}: {first_line}"
             ) from error
 
+    _shared = False
+
     async def _connect(self) -> None:
         """Load the kubeconfig into a private Configuration on first use (never the global
         default, so two targets can talk to two clusters)."""
@@ -904,6 +918,18 @@ class KubernetesDeployTarget(Target):
             paths, existing = _kubeconfig_files(self._env)
             if not existing:
                 raise TargetError(f"no kubeconfig found at {paths} (set KUBECONFIG)")
+            # One client per kubeconfig, context and event loop: building an ApiClient loads the
+            # system CA bundle (tens of ms), which 50 deploys at once must not pay 100 times.
+            key = (
+                asyncio.get_running_loop(),
+                tuple((path, os.stat(path).st_mtime_ns) for path in existing),
+                self.config.context,
+            )
+            shared = _SHARED_CLIENTS.get(key)
+            if shared is not None:
+                self._host, self._api_client = shared
+                self._shared = True
+                return
             configuration = k8s.Configuration()
             context = f" (context {self.config.context})" if self.config.context else ""
             try:
@@ -919,6 +945,8 @@ class KubernetesDeployTarget(Target):
                 ) from error
             self._host = configuration.host
             self._api_client = k8s.ApiClient(configuration)
+            _SHARED_CLIENTS[key] = (self._host, self._api_client)
+            self._shared = True
 
     @property
     def _apps(self) -> k8s.AppsV1Api:

@@ -20,10 +20,11 @@ import copy
 import hashlib
 import itertools
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ class RecordedRequest:
     query: dict[str, str]
     content_type: str
     body: Any  # parsed JSON, or None
+    at: float = field(default_factory=time.monotonic)  # when it arrived (bench/deploy_overhead.py)
 
 
 @dataclass

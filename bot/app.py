@@ -22,6 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.catalog import Catalog
 from bot.db.session import Database
 from bot.deploys.playbook import load_playbooks
+from bot.deploys.rollback import Rollbacks
 from bot.deploys.service import DeployDeps, Deploys
 from bot.metrics_registry import BotMetrics
 from bot.settings import Settings
@@ -100,6 +101,7 @@ class Services:
     db: Database
     client: AsyncWebClient
     deploys: Deploys = field(init=False)
+    rollbacks: Rollbacks = field(init=False)
     metrics: BotMetrics = field(default_factory=BotMetrics)
     tracker: WorkTracker = field(default_factory=WorkTracker)
     gate: AckGate = field(default_factory=AckGate)
@@ -197,6 +199,7 @@ def build_services(
             workdir=settings.config_path.resolve().parent,
         )
     )
+    services.rollbacks = Rollbacks(services.deploys)
     return services
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from bot.app import Services
 from bot.commands import Parsed
 from bot.deploys import messaging
+from bot.deploys.rollback import parse_value
 from bot.deploys.service import Result
 from bot.messages import Message, Outcome, Reply
 from handlers.actions import button
@@ -71,6 +72,42 @@ async def unlock(services: Services, parsed: Parsed, context: dict[str, Any]) ->
             user=context["user_id"],
         )
     )
+
+
+@route("/rollback", "rollback")
+async def rollback(services: Services, parsed: Parsed, context: dict[str, Any]) -> Any:
+    args = parsed.args
+    return answer(
+        await services.rollbacks.offer(
+            service=str(args["service"]),
+            environment=str(args["environment"]),
+            version=args["version"],  # type: ignore[arg-type]
+            user=context["user_id"],
+        )
+    )
+
+
+async def _rollback_button(
+    services: Services, action: dict[str, Any], body: dict[str, Any], respond: Respond
+) -> Outcome:
+    """Confirmed in Slack's dialog already: roll back (once, however many press it)."""
+    what = parse_value(str(action.get("value", "")))
+    if what is None:
+        await send_reply(respond, Reply(Message(":warning: this button names no rollback.")))
+        return Outcome("invalid")
+    service, environment, version = what
+    user = (body.get("user") or {}).get("id", "unknown")
+    result = await services.rollbacks.start(
+        service=service, environment=environment, version=version, user=user
+    )
+    reply, outcome = answer(result)
+    await send_reply(respond, reply)
+    outcome.detail.update(service=service, environment=environment, version=version)
+    return outcome
+
+
+button(messaging.ROLLBACK_CONFIRM)(_rollback_button)
+button(messaging.ROLLBACK_DEPLOY)(_rollback_button)
 
 
 def _deploy_button(method: str) -> Any:

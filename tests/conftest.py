@@ -17,6 +17,7 @@ from bot.db.session import Database
 from bot.settings import Settings
 from bot.web import build_web_app
 from handlers.commands import ROUTES
+from tests.fakes.kubernetes import FakeKubernetes, running_fake_kubernetes
 from tests.fakes.slack import FakeSlack, running_fake_slack
 from tests.fakes.slack_client import SlackRequests
 
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_CATALOG = ROOT / "tests" / "data" / "opsbot.yml"
 SIGNING_SECRET = "test-signing-secret-0123456789"
 BOT_TOKEN = "xoxb-test-bot-token-0123456789"
+OLD_CHECKOUT = "registry.example/checkout:v1"
 
 
 @pytest.fixture(autouse=True)
@@ -58,6 +60,22 @@ def swap_route() -> Iterator[Callable[[str, str, Any], None]]:
 @pytest.fixture
 def catalog() -> Catalog:
     return load_catalog(TEST_CATALOG, {})
+
+
+@pytest.fixture
+async def kube(tmp_path: Path) -> AsyncIterator[FakeKubernetes]:
+    async with running_fake_kubernetes(tick=0.02) as fake:
+        fake.add_deployment("shop-dev", "checkout", OLD_CHECKOUT, replicas=2)
+        fake.add_deployment("shop-staging", "checkout", OLD_CHECKOUT, replicas=2)
+        fake.add_deployment(
+            "shop",
+            "checkout-blue",
+            OLD_CHECKOUT,
+            replicas=2,
+            labels={"app": "checkout", "colour": "blue"},
+        )
+        fake.add_service("shop", "checkout", {"app": "checkout", "colour": "blue"})
+        yield fake
 
 
 @pytest.fixture

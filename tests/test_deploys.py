@@ -27,23 +27,11 @@ from tests.fakes.aws import (
     put_artifact,
     running_moto,
 )
-from tests.fakes.kubernetes import FakeKubernetes, running_fake_kubernetes
+from tests.fakes.kubernetes import FakeKubernetes
 from tests.fakes.slack import FakeSlack
 from tests.fakes.tls import tls_server
 
 OLD = "registry.example/checkout:v1"
-
-
-@pytest.fixture
-async def kube(tmp_path: Path) -> AsyncIterator[FakeKubernetes]:
-    async with running_fake_kubernetes(tick=0.02) as fake:
-        fake.add_deployment("shop-dev", "checkout", OLD, replicas=2)
-        fake.add_deployment("shop-staging", "checkout", OLD, replicas=2)
-        fake.add_deployment(
-            "shop", "checkout-blue", OLD, replicas=2, labels={"app": "checkout", "colour": "blue"}
-        )
-        fake.add_service("shop", "checkout", {"app": "checkout", "colour": "blue"})
-        yield fake
 
 
 @pytest.fixture

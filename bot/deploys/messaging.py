@@ -25,6 +25,8 @@ PROMOTE = "deploy_promote"
 RESUME = "deploy_resume"
 ROLL_BACK = "deploy_roll_back"
 RELEASE_LOCK = "deploy_release_lock"
+ROLLBACK_DEPLOY = "deploy_rollback"  # on a finished deploy: put back what ran before it
+ROLLBACK_CONFIRM = "rollback_confirm"  # on the /rollback answer: value "service|env|version"
 
 HEADLINE = {
     "requested": "requested",
@@ -78,8 +80,12 @@ def deploy_message(deploy: Deploy, *, approvals_required: int = 0) -> Message:
     if approvals_required:
         fields.append(("Approved by", f"{approvers} ({approvals_required} needed)"))
     headline = HEADLINE.get(deploy.state, deploy.state)
-    what = f"{deploy.service} {deploy.version} to {deploy.environment}"
-    text = f"*Deploy #{deploy.id}: {what}* — {headline}"
+    if deploy.strategy == "rollback":
+        what = f"{deploy.service} in {deploy.environment} to {deploy.version}"
+        text = f"*Rollback #{deploy.id}: {what}* — {headline}"
+    else:
+        what = f"{deploy.service} {deploy.version} to {deploy.environment}"
+        text = f"*Deploy #{deploy.id}: {what}* — {headline}"
     if deploy.reason:
         text += f"\n{deploy.reason}"
     return Message(
@@ -114,6 +120,22 @@ def buttons_for(deploy: Deploy, details: dict[str, Any]) -> tuple[Button, ...]:
         if deploy.strategy == "canary":
             buttons.append(Button(PROMOTE, "Promote", value, "primary"))
         return tuple(buttons)
+    if deploy.state == "succeeded" and deploy.strategy != "rollback" and deploy.previous_version:
+        restore = deploy.previous_version
+        return (
+            Button(
+                ROLLBACK_DEPLOY,
+                f"Roll back to {restore}",
+                f"{deploy.service}|{deploy.environment}|{restore}",
+                "danger",
+                confirm=(
+                    "Roll back?",
+                    f"Puts {restore} back on {deploy.environment} in place of {deploy.version}.",
+                ),
+            ),
+        )
+    if deploy.state == "failed" and deploy.strategy == "rollback":
+        return (Button(RELEASE_LOCK, "Release lock", value),)
     if deploy.state == "interrupted":
         restore = deploy.previous_version or "the previous version"
         return (

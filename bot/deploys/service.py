@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 ACTIVE_STATES = ("requested", "awaiting_approval", "running", "monitoring", "interrupted")
 # Steps that change the target: once one has started, a failure must put things back.
-CHANGING_KINDS = ("prepare", "shift_traffic", "finalize")
+CHANGING_KINDS = ("prepare", "shift_traffic", "finalize", "rollback")
 
 
 class Directory(Protocol):
@@ -190,6 +190,10 @@ class Deploys:
                 .values(channel=ref.channel, message_ts=ref.ts, thread_ts=ref.ts)
             )
         deploy.channel, deploy.message_ts, deploy.thread_ts = ref.channel, ref.ts, ref.ts
+
+    async def publish(self, deploy: Deploy) -> None:
+        """Post or update the deploy's message (for the rollback service)."""
+        await self._publish(deploy)
 
     async def _publisher(self, deploy_id: int) -> None:
         try:
@@ -669,12 +673,14 @@ class Deploys:
         details = dict(deploy.details or {})
         steps: list[dict[str, Any]] = [dict(s) for s in details.get("steps", [])]
         target = self._target(svc, env.name)
+        rollback = deploy.strategy == "rollback"
+        # A rollback takes `previous_version` away and brings `version` back.
         context = DeployContext(
             svc.name,
             env.name,
-            deploy.version,
+            deploy.previous_version if rollback and deploy.previous_version else deploy.version,
             deploy.strategy,
-            deploy.previous_version,
+            deploy.version if rollback else deploy.previous_version,
             state=dict(details.get("target_state") or {}),
             log=lambda line: self._say(deploy, line),
         )
@@ -757,14 +763,47 @@ class Deploys:
                     await persist()
                 if result.output:
                     await self._say(deploy, f"Output of *{step.name}*:", result.output[-2900:])
-            await self._finish(deploy, "succeeded", None, persist)
+            if rollback:
+                await self._finish_rollback(deploy, persist)
+            else:
+                await self._finish(deploy, "succeeded", None, persist)
         finally:
             await target.close()
+
+    async def _finish_rollback(self, deploy: Deploy, persist: Any) -> None:
+        reason = (
+            f"Rolled back by <@{deploy.requested_by}>: {deploy.version} is back "
+            f"(was {deploy.previous_version})."
+        )
+        await self._finish(deploy, "succeeded", reason, persist)
+        if deploy.rollback_of_id is not None:
+            async with self.deps.db.transaction() as session:
+                await transition(
+                    session,
+                    deploy.rollback_of_id,
+                    ["succeeded"],
+                    "rolled_back",
+                    reason=f"Rolled back by <@{deploy.requested_by}> to {deploy.version} "
+                    f"(#{deploy.id}).",
+                )
+            undone = await self._load(deploy.rollback_of_id)
+            if undone is not None:
+                await self._publish(undone)
+
+    @staticmethod
+    async def _rollback_step(step_ctx: StepContext) -> StepResult:
+        try:
+            return await step_ctx.target.rollback(step_ctx.deploy)
+        except TargetError as exc:
+            raise StepFailed(str(exc)) from exc
 
     async def _run_step(self, step: Step, step_ctx: StepContext, persist: Any) -> StepResult:
         """Run one step; say it is running (a database write and a message update) only when it
         takes longer than a moment, so quick and skipped steps cost one write, not two."""
-        task = asyncio.ensure_future(run_step(step, step_ctx))
+        if step.kind == "rollback":
+            task = asyncio.ensure_future(self._rollback_step(step_ctx))
+        else:
+            task = asyncio.ensure_future(run_step(step, step_ctx))
         done, _ = await asyncio.wait({task}, timeout=self.quiet_step_seconds)
         if not done:
             await persist()
@@ -815,6 +854,20 @@ class Deploys:
             await self._say(deploy, f"Output of *{step_name}*:", output[-2900:])
         changed = any(s["kind"] in CHANGING_KINDS and s["status"] != "pending" for s in steps)
         reason = f"Failed at step {step_name} because {why}."
+        if deploy.strategy == "rollback":
+            # Nothing to undo an undo with: say so, and keep the lock for a human.
+            async with self.deps.db.transaction() as session:
+                await transition(
+                    session,
+                    deploy.id,
+                    ["running"],
+                    "failed",
+                    reason=f"{reason} The lock stays until someone releases it.",
+                    finished_at=utc_now(),
+                )
+            deploy.state = "failed"
+            await persist()
+            return
         if not changed:
             await self._finish(deploy, "failed", reason + " Nothing had been changed.", persist)
             return

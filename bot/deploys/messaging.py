@@ -27,6 +27,7 @@ ROLL_BACK = "deploy_roll_back"
 RELEASE_LOCK = "deploy_release_lock"
 ROLLBACK_DEPLOY = "deploy_rollback"  # on a finished deploy: put back what ran before it
 ROLLBACK_CONFIRM = "rollback_confirm"  # on the /rollback answer: value "service|env|version"
+ACKNOWLEDGE = "deploy_acknowledge"  # after an automatic rollback: unlock the environment
 
 HEADLINE = {
     "requested": "requested",
@@ -103,6 +104,24 @@ def buttons_for(deploy: Deploy, details: dict[str, Any]) -> tuple[Button, ...]:
         return (
             Button(APPROVE, "Approve", value, "primary"),
             Button(REJECT, "Reject", value, "danger"),
+        )
+    if deploy.state == "rolled_back" and details.get("auto_rollback"):
+        if details.get("acknowledged_by"):
+            return ()
+        return (Button(ACKNOWLEDGE, "Acknowledge", value, "primary"),)
+    if deploy.state == "monitoring" and details.get("inconclusive"):
+        return (
+            Button(PROMOTE, "Promote", value, "primary"),
+            Button(
+                ABORT,
+                "Roll back",
+                value,
+                "danger",
+                confirm=(
+                    "Roll back?",
+                    f"Puts {deploy.previous_version or 'the previous version'} back.",
+                ),
+            ),
         )
     if deploy.state in ("running", "monitoring"):
         buttons = [

@@ -43,7 +43,9 @@ from bot.deploys.playbook import (
     run_check,
     run_step,
 )
+from bot.deploys.watch import record_baseline, watch
 from bot.messages import Message, MessageRef, Notifier
+from bot.metrics.base import make_source
 from bot.targets.base import DeployContext, StepResult, Target, TargetError, make_target
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,14 @@ class Directory(Protocol):
     """Resolves which user groups (S…) among some principals a user belongs to."""
 
     async def groups_of(self, user_id: str, among: Collection[str]) -> set[str]: ...
+
+
+class TriggerFired(StepFailed):
+    """A rollback trigger breached during the monitoring window."""
+
+    def __init__(self, explanation: str, rule: str) -> None:
+        super().__init__(explanation)
+        self.rule = rule
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,9 @@ class _Running:
 
     task: asyncio.Task[None]
     step_event: asyncio.Event = field(default_factory=asyncio.Event)
+    deploy: Any = None
+    context: Any = None
+    details: dict[str, Any] = field(default_factory=dict)
     promote_by: str | None = None
     abort_by: str | None = None
 
@@ -685,6 +698,7 @@ class Deploys:
             log=lambda line: self._say(deploy, line),
         )
         run = self.running[deploy_id]
+        run.deploy, run.context, run.details = deploy, context, details
 
         async def persist() -> None:
             details["steps"] = steps
@@ -713,6 +727,8 @@ class Deploys:
                         summary=f"skipped: promoted by <@{run.promote_by}>",
                     )
                     continue
+                if step_record["kind"] == "prepare" and "metric_baseline" not in details:
+                    details["metric_baseline"] = await self._baseline(svc)
                 step_record.update(status="running", started_at=utc_now().isoformat(), summary="")
                 run.step_event = asyncio.Event()
                 step = Step(
@@ -743,6 +759,8 @@ class Deploys:
                     )
                     return
                 except (StepFailed, TargetError) as exc:
+                    if isinstance(exc, TriggerFired):
+                        details["auto_rollback"] = exc.rule
                     output = getattr(exc, "output", "")
                     step_record.update(
                         status="failed", finished_at=utc_now().isoformat(), summary=str(exc)[:200]
@@ -770,6 +788,40 @@ class Deploys:
         finally:
             await target.close()
 
+    def _auto_rule(self, deploy: Deploy) -> str | None:
+        run = self.running.get(deploy.id)
+        return run.details.get("auto_rollback") if run else None
+
+    async def acknowledge(self, *, deploy_id: int, user: str) -> Result:
+        """After an automatic rollback: someone has seen it; the environment unlocks."""
+        deploy = await self._load(deploy_id)
+        if deploy is None or not (deploy.details or {}).get("auto_rollback"):
+            return refused(f"deploy #{deploy_id} was not rolled back automatically.")
+        if not await self._may_act(deploy, user):
+            return refused(f"only deployers of {deploy.environment} may acknowledge.")
+        async with self.deps.db.transaction() as session:
+            removed = await locks.release_manual(
+                session, service=deploy.service, environment=deploy.environment
+            )
+        if removed is None:
+            return refused(f"{deploy.service} in {deploy.environment} is no longer locked.")
+        details = dict(deploy.details or {})
+        details["acknowledged_by"] = user
+        await self._save(deploy, details=details)
+        await audit.record(
+            self.deps.db,
+            actor=user,
+            action="deploy:acknowledge",
+            outcome="ok",
+            detail={"deploy": deploy_id},
+        )
+        await self._publish(deploy)
+        return Result(
+            True,
+            Message(f":unlock: {deploy.service} in {deploy.environment} is unlocked by <@{user}>."),
+            public=True,
+        )
+
     async def _finish_rollback(self, deploy: Deploy, persist: Any) -> None:
         reason = (
             f"Rolled back by <@{deploy.requested_by}>: {deploy.version} is back "
@@ -790,6 +842,73 @@ class Deploys:
             if undone is not None:
                 await self._publish(undone)
 
+    async def _monitor(self, step_ctx: StepContext, persist: Any) -> StepResult:
+        """The monitoring window with the rollback triggers (see bot/deploys/watch.py)."""
+        env, svc = step_ctx.environment, step_ctx.service
+        if not env.monitor:
+            return StepResult(f"skipped: {env.name} has no monitoring window")
+        catalog = self.deps.catalog
+        run = self.running[self._deploy_id_of(step_ctx)]
+        deploy = run.deploy
+        source = make_source(catalog.metrics, env=self.deps.env) if svc.metrics else None
+        interval = catalog.metrics.poll_interval
+        try:
+            result = await watch(
+                source=source,
+                service=svc,
+                environment=env.name,
+                triggers=catalog.rollback_triggers,
+                duration=env.monitor,
+                interval=interval,
+                baseline=dict(run.details.get("metric_baseline") or {}),
+                cancelled=step_ctx.cancelled,
+                clock=self.deps.clock,
+            )
+        finally:
+            if source is not None:
+                await source.close()
+        if result.state == "fired" and result.verdict is not None:
+            raise TriggerFired(result.explain(interval=interval), result.verdict.rule)
+        if result.state == "aborted":
+            raise StepAborted("aborted during the monitoring window")
+        if result.state == "inconclusive" and result.verdict is not None:
+            # No data is not health: a person decides (Promote or Roll back).
+            details = run.details
+            details["inconclusive"] = result.verdict.reason
+            await persist()
+            await self._say(
+                deploy,
+                f":grey_question: The monitoring window was inconclusive: {result.verdict.reason}. "
+                "Promote to keep the new version, or Roll back.",
+            )
+            run.step_event.clear()
+            await run.step_event.wait()
+            details.pop("inconclusive", None)
+            if run.abort_by:
+                raise StepAborted("rolled back after an inconclusive window")
+            return StepResult(
+                f"accepted by <@{run.promote_by}> although inconclusive: {result.verdict.reason}"
+            )
+        return StepResult(
+            f"every rollback trigger within its limit for {int(env.monitor.total_seconds())}s"
+        )
+
+    async def _baseline(self, svc: Service) -> dict[str, float]:
+        """Metric values before the change, for triggers such as "p99 > 5× baseline"."""
+        if not svc.metrics:
+            return {}
+        source = make_source(self.deps.catalog.metrics, env=self.deps.env)
+        try:
+            return await record_baseline(source, svc, self.deps.catalog.rollback_triggers)
+        finally:
+            await source.close()
+
+    def _deploy_id_of(self, step_ctx: StepContext) -> int:
+        for deploy_id, run in self.running.items():
+            if run.context is step_ctx.deploy:
+                return deploy_id
+        raise LookupError("the step's deploy is not running here")
+
     @staticmethod
     async def _rollback_step(step_ctx: StepContext) -> StepResult:
         try:
@@ -802,6 +921,8 @@ class Deploys:
         takes longer than a moment, so quick and skipped steps cost one write, not two."""
         if step.kind == "rollback":
             task = asyncio.ensure_future(self._rollback_step(step_ctx))
+        elif step.kind == "monitor":
+            task = asyncio.ensure_future(self._monitor(step_ctx, persist))
         else:
             task = asyncio.ensure_future(run_step(step, step_ctx))
         done, _ = await asyncio.wait({task}, timeout=self.quiet_step_seconds)
@@ -874,9 +995,27 @@ class Deploys:
         problem = await self._restore(target, context)
         restored = context.previous_version or "the previous version"
         if problem is None:
+            automatic = (deploy.details or {}).get("auto_rollback") or self._auto_rule(deploy)
+            suffix = ""
+            if automatic:
+                suffix = (
+                    f" {deploy.environment} stays locked until someone presses Acknowledge, so "
+                    f"{deploy.version} is not deployed again by accident."
+                )
             await self._finish(
-                deploy, "rolled_back", f"{reason} Rolled back: {restored} is back.", persist
+                deploy, "rolled_back", f"{reason} Rolled back: {restored} is back.{suffix}", persist
             )
+            if automatic:
+                async with self.deps.db.transaction() as session:
+                    await locks.acquire(
+                        session,
+                        service=deploy.service,
+                        environment=deploy.environment,
+                        holder="opsbot",
+                        reason=f"automatic rollback of deploy #{deploy.id} ({automatic}); "
+                        "press Acknowledge on its message",
+                        sticky=True,
+                    )
             return
         # The target is in an unknown state: keep the lock so nobody deploys over it.
         async with self.deps.db.transaction() as session:
@@ -956,8 +1095,11 @@ class Deploys:
     async def promote(self, *, deploy_id: int, user: str) -> Result:
         deploy = await self._load(deploy_id)
         run = self.running.get(deploy_id)
-        if deploy is None or run is None or deploy.strategy != "canary":
-            return refused(f"deploy #{deploy_id} is not a running canary.")
+        waiting = run is not None and bool(run.details.get("inconclusive"))
+        if deploy is None or run is None or (deploy.strategy != "canary" and not waiting):
+            return refused(
+                f"deploy #{deploy_id} is neither a running canary nor waiting for a decision."
+            )
         if not await self._may_act(deploy, user):
             return refused(
                 f"only the requester, deployers or approvers of {deploy.environment} may promote."

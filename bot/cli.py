@@ -165,6 +165,9 @@ async def serve(settings: Settings, catalog: Catalog) -> int:
         await socket_handler.close_async()
     with contextlib.suppress(TimeoutError):
         await services.tracker.idle(within=20)
+    # Deploys still running stop here, before their clients close under them: the database still
+    # says running, and the next start reconciles them (interrupted, with Resume / Roll back).
+    await services.deploys.stop_all()
     await services.close()
     await runner.cleanup()
     await database.dispose()

@@ -131,9 +131,7 @@ async def start_bot(
             base_url, services, SlackRequests(base_url, SIGNING_SECRET, fake=fake), fake
         )
         await services.tracker.idle(within=10)
-        for running in list(services.deploys.running.values()):
-            running.task.cancel()
-        await services.deploys.flush()
+        await services.deploys.stop_all()
     finally:
         await services.close()
         await runner.cleanup()

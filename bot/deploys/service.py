@@ -650,6 +650,14 @@ class Deploys:
         self.running[deploy_id] = _Running(task)
         task.add_done_callback(lambda _: self.running.pop(deploy_id, None))
 
+    async def stop_all(self) -> None:
+        """Stop every deploy this process runs (shutdown); their state stays for recovery."""
+        tasks = [run.task for run in self.running.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.flush()
+
     async def wait(self, deploy_id: int) -> None:
         """Until this process has finished running the deploy (tests and shutdown)."""
         run = self.running.get(deploy_id)

@@ -250,6 +250,11 @@ class Deploys:
         channel = getattr(svc, "channel", None) if svc else None
         return channel or self.deps.catalog.slack.channels.deploys
 
+    async def _audit(self, actor: str, action: str, deploy_id: int) -> None:
+        await audit.record(
+            self.deps.db, actor=actor, action=action, outcome="ok", detail={"deploy": deploy_id}
+        )
+
     async def _save(self, deploy: Deploy, **values: Any) -> None:
         # A Core UPDATE on a connection: the ORM session cost more than the statement here.
         async with self.deps.db.engine.begin() as connection:
@@ -541,13 +546,7 @@ class Deploys:
                     )
         except IntegrityError:
             return refused(f"you have already approved deploy #{deploy_id}.")
-        await audit.record(
-            self.deps.db,
-            actor=user,
-            action="deploy:approved",
-            outcome="ok",
-            detail={"deploy": deploy_id},
-        )
+        await self._audit(user, "deploy:approved", deploy_id)
         deploy = await self._load(deploy_id)
         assert deploy is not None
         await self._publish(deploy)
@@ -591,13 +590,7 @@ class Deploys:
                 await locks.release_for_deploy(session, deploy_id=deploy_id)
         if not moved:
             return refused(f"deploy #{deploy_id} is {_state(deploy)}, not waiting for approval.")
-        await audit.record(
-            self.deps.db,
-            actor=user,
-            action="deploy:rejected",
-            outcome="ok",
-            detail={"deploy": deploy_id},
-        )
+        await self._audit(user, "deploy:rejected", deploy_id)
         deploy = await self._load(deploy_id)
         assert deploy is not None
         await self._publish(deploy)
@@ -629,13 +622,7 @@ class Deploys:
                     await locks.release_for_deploy(session, deploy_id=deploy_id)
             if moved:
                 expired += 1
-                await audit.record(
-                    self.deps.db,
-                    actor="system",
-                    action="deploy:expired",
-                    outcome="ok",
-                    detail={"deploy": deploy_id},
-                )
+                await self._audit("system", "deploy:expired", deploy_id)
                 deploy = await self._load(deploy_id)
                 if deploy:
                     await self._publish(deploy)
@@ -816,13 +803,7 @@ class Deploys:
         details = dict(deploy.details or {})
         details["acknowledged_by"] = user
         await self._save(deploy, details=details)
-        await audit.record(
-            self.deps.db,
-            actor=user,
-            action="deploy:acknowledge",
-            outcome="ok",
-            detail={"deploy": deploy_id},
-        )
+        await self._audit(user, "deploy:acknowledge", deploy_id)
         await self._publish(deploy)
         return Result(
             True,
@@ -1089,13 +1070,7 @@ class Deploys:
             return refused(f"<@{run.abort_by}> is already aborting deploy #{deploy_id}.")
         run.abort_by = user
         run.step_event.set()
-        await audit.record(
-            self.deps.db,
-            actor=user,
-            action="deploy:abort",
-            outcome="ok",
-            detail={"deploy": deploy_id},
-        )
+        await self._audit(user, "deploy:abort", deploy_id)
         return Result(
             True, Message(f"Aborting deploy #{deploy_id}; what it changed will be put back.")
         )
@@ -1114,13 +1089,7 @@ class Deploys:
             )
         run.promote_by = user
         run.step_event.set()
-        await audit.record(
-            self.deps.db,
-            actor=user,
-            action="deploy:promote",
-            outcome="ok",
-            detail={"deploy": deploy_id},
-        )
+        await self._audit(user, "deploy:promote", deploy_id)
         return Result(
             True, Message(f"Promoting deploy #{deploy_id}: the remaining waits are skipped.")
         )
@@ -1191,13 +1160,7 @@ class Deploys:
             )
         if not moved:
             return refused(f"deploy #{deploy_id} is {_state(deploy)}, not interrupted.")
-        await audit.record(
-            self.deps.db,
-            actor=user,
-            action="deploy:resume",
-            outcome="ok",
-            detail={"deploy": deploy_id},
-        )
+        await self._audit(user, "deploy:resume", deploy_id)
         self.start(deploy_id)
         return Result(True, Message(f"Resuming deploy #{deploy_id} from the step it was on."))
 
@@ -1270,13 +1233,7 @@ class Deploys:
             released = await locks.release_for_deploy(session, deploy_id=deploy_id)
         if not moved and not released:
             return refused(f"deploy #{deploy_id} holds no lock.")
-        await audit.record(
-            self.deps.db,
-            actor=user,
-            action="deploy:release_lock",
-            outcome="ok",
-            detail={"deploy": deploy_id},
-        )
+        await self._audit(user, "deploy:release_lock", deploy_id)
         deploy = await self._load(deploy_id)
         if deploy:
             await self._publish(deploy)

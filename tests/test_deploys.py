@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import trustme
+from aiohttp import web
 from sqlalchemy import func, select
 
 from bot import audit
@@ -427,3 +428,49 @@ async def test_an_interrupted_deploy_can_be_rolled_back_or_released(
         await second.slack.click(messaging.RELEASE_LOCK, value=str(staging.id))
         await finish(second)
         assert "holds no lock" in replies(second)[-1]
+
+
+async def test_the_thread_gets_the_health_diff_against_the_baseline(
+    fake_slack: FakeSlack, database: Database, kube: FakeKubernetes, tmp_path: Path
+) -> None:
+    async def healthz(request: web.Request) -> web.Response:
+        # What a service's health page often shows: which build answers.
+        return web.json_response({"status": "ok", "image": kube.image("shop-dev", "checkout")})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        path = tmp_path / "opsbot.yml"
+        path.write_text(
+            TEST_CATALOG.read_text().replace(
+                "    owners: [U0ALICE]\n",
+                f"    owners: [U0ALICE]\n    health: {{url: 'http://127.0.0.1:{port}/healthz'}}\n",
+                1,
+            )
+        )
+        environ = {"KUBECONFIG": str(kube.kubeconfig(tmp_path / "kubeconfig"))}
+        catalog = load_catalog(path, {})
+        async with start_bot(
+            fake_slack, database, catalog, environ=environ, config_path=path
+        ) as running:
+            await running.slack.command("/deploy", "checkout dev v2")
+            await finish(running)
+            (deploy,) = await deploys(database)
+            assert deploy.state == "succeeded", deploy.reason
+            assert "health: 200 before, 200 after; body changed" in text_of(
+                deploy_messages(running)[-1]
+            )
+            thread = "\n".join(text_of(m) for m in fake_slack.messages if m.thread_ts)
+            assert "--- pre-deploy-health" in thread
+            assert (
+                '-{\\"status\\": \\"ok\\", \\"image\\": \\"registry.example/checkout:v1\\"}'
+                in thread
+            )
+            assert "registry.example/checkout:v2" in thread
+    finally:
+        await runner.cleanup()

@@ -79,18 +79,18 @@ def test_shipped_playbooks_load_and_serve_every_strategy(shipped: dict[str, Play
     [
         (
             "blue-green",
-            ["health_baseline", "prepare", "wait_ready", "smoke", "shift_traffic", "monitor",
-             "cleanup"],
+            ["health_baseline", "prepare", "wait_ready", "smoke", "shift_traffic", "health_diff",
+             "monitor", "cleanup"],
         ),
         (
             "canary",
             ["health_baseline", "prepare", "wait_ready", "smoke", "shift_traffic", "finalize",
-             "monitor", "cleanup"],
+             "health_diff", "monitor", "cleanup"],
         ),
         (
             "recreate",
             ["health_baseline", "prepare", "wait_ready", "shift_traffic", "finalize", "smoke",
-             "monitor", "cleanup"],
+             "health_diff", "monitor", "cleanup"],
         ),
     ],
 )  # fmt: skip
@@ -112,8 +112,8 @@ def write(directory: Path, name: str, text: str) -> Path:
         pytest.param(
             "name: bad\nsteps:\n  - {name: deploy, kind: prepare}\n  - {name: go, kind: shell}\n",
             "bad.yml: steps[1] (go): kind: unknown kind 'shell' (kinds: run, http_check,"
-            " health_baseline, prepare, wait_ready, smoke, shift_traffic, finalize, monitor,"
-            " cleanup, wait)",
+            " health_baseline, health_diff, prepare, wait_ready, smoke, shift_traffic, finalize,"
+            " monitor, cleanup, wait)",
             id="unknown kind",
         ),
         pytest.param(

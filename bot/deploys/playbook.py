@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import hashlib
 import itertools
 import os
@@ -196,6 +197,7 @@ _PARAMS: dict[str, type[_Model]] = {
     "run": _Run,
     "http_check": _HttpCheck,
     "health_baseline": _NoParams,
+    "health_diff": _NoParams,
     "prepare": _NoParams,
     "wait_ready": _WaitReady,
     "smoke": _Smoke,
@@ -206,6 +208,7 @@ _PARAMS: dict[str, type[_Model]] = {
     "wait": _Wait,
 }
 KINDS: tuple[str, ...] = tuple(_PARAMS)
+HEALTH_BODY_KEPT = 4000  # characters of a health answer kept for the post-deploy diff
 
 
 class _CheckModel(_Model):
@@ -758,12 +761,47 @@ async def _step_health_baseline(step: Step, ctx: StepContext) -> StepResult:
                 summary=f"health baseline: {err}", state={"health_baseline": baseline}
             )
     digest = "sha256:" + hashlib.sha256(body).hexdigest()
-    baseline = {"url": url, "status": status, "digest": digest, "bytes": len(body)}
+    baseline = {
+        "url": url,
+        "status": status,
+        "digest": digest,
+        "bytes": len(body),
+        # Kept for the post-deploy diff (runbook Step 3: diff pre- and post-deploy health).
+        "body": body[:HEALTH_BODY_KEPT].decode("utf-8", errors="replace"),
+    }
     return StepResult(
         summary=f"health baseline: GET {url} answered {status}",
         output=body[:2000].decode("utf-8", errors="replace"),
         state={"health_baseline": baseline},
     )
+
+
+async def _step_health_diff(step: Step, ctx: StepContext) -> StepResult:
+    """Runbook Step 3: health after the deploy, as a diff against the recorded baseline."""
+    url = _health_url(ctx)
+    before = ctx.deploy.state.get("health_baseline")
+    if url is None or ctx.service.health is None or not before:
+        return StepResult(summary="skipped: no health baseline to compare with")
+    async with aiohttp.ClientSession() as session:
+        try:
+            status, body = await _race_cancel(
+                _get(session, url, ctx.service.health.timeout), ctx, step.name
+            )
+        except StepFailed as err:
+            return StepResult(summary=f"health after the deploy: {err}")
+    after = body[:HEALTH_BODY_KEPT].decode("utf-8", errors="replace")
+    diff = "\n".join(
+        difflib.unified_diff(
+            str(before.get("body", "")).splitlines(),
+            after.splitlines(),
+            "pre-deploy-health",
+            "post-deploy-health",
+            lineterm="",
+        )
+    )
+    changed = "body changed" if diff else "body unchanged"
+    summary = f"health: {before.get('status')} before, {status} after; {changed}"
+    return StepResult(summary=summary, output=diff or after)
 
 
 async def _step_monitor(step: Step, ctx: StepContext) -> StepResult:
@@ -856,6 +894,7 @@ _HANDLERS: dict[str, _Handler] = {
     "run": _step_run,
     "http_check": _step_http_check,
     "health_baseline": _step_health_baseline,
+    "health_diff": _step_health_diff,
     "prepare": _step_prepare,
     "wait_ready": _step_wait_ready,
     "smoke": _step_smoke,

@@ -32,7 +32,7 @@ test: install
 	bash scripts/ensure-prometheus.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=85 -p no:cacheprovider
+	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=85 -p no:cacheprovider --timeout 300
 
 lint: install
 	$(BIN)/ruff check --fix .

@@ -37,7 +37,8 @@ MRKDWN_LINK = re.compile(r"<([^|>]+)\|([^>]+)>")
 
 
 def _plain(text: str) -> str:
-    return MRKDWN_LINK.sub(r"\2", text)
+    # A terminal shows code blocks as they are: drop Slack's ``` fences.
+    return MRKDWN_LINK.sub(r"\2", text).replace("```", "")
 
 
 def _text_of(element: dict[str, Any] | None) -> str:
@@ -201,6 +202,7 @@ async def run_console(settings: Settings, catalog: Catalog, *, user: str, channe
         slack_api_url=standin.api_url,
     )
     database = Database(settings.database_url)
+    services = None
     try:
         await database.upgrade()
         services = build_services(console_settings, catalog, database)
@@ -218,6 +220,9 @@ async def run_console(settings: Settings, catalog: Catalog, *, user: str, channe
             if not line or not await console.handle(line):
                 break
     finally:
+        if services is not None:
+            await services.deploys.stop_all()
+            await services.close()
         await standin.stop()
         await database.dispose()
     return 0

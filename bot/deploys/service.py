@@ -1051,6 +1051,15 @@ class Deploys:
         groups = await self.deps.directory.groups_of(user, principals)
         return not env.deployers or user in principals or bool(groups)
 
+    async def _load_for(self, deploy_id: int, user: str, verb: str) -> Deploy | Result:
+        """The deploy, if it exists and `user` may act on it; else the refusal to answer."""
+        deploy = await self._load(deploy_id)
+        if deploy is None:
+            return refused(f"there is no deploy #{deploy_id}.")
+        if not await self._may_act(deploy, user):
+            return refused(f"only the requester or deployers of {deploy.environment} may {verb}.")
+        return deploy
+
     async def abort(self, *, deploy_id: int, user: str) -> Result:
         deploy = await self._load(deploy_id)
         if deploy is None or deploy.state not in ("running", "monitoring"):
@@ -1149,11 +1158,9 @@ class Deploys:
         return len(stale)
 
     async def resume(self, *, deploy_id: int, user: str) -> Result:
-        deploy = await self._load(deploy_id)
-        if deploy is None:
-            return refused(f"there is no deploy #{deploy_id}.")
-        if not await self._may_act(deploy, user):
-            return refused(f"only the requester or deployers of {deploy.environment} may resume.")
+        deploy = await self._load_for(deploy_id, user, "resume")
+        if isinstance(deploy, Result):
+            return deploy
         async with self.deps.db.transaction() as session:
             moved = await transition(
                 session, deploy_id, ["interrupted"], "running", reason=f"Resumed by <@{user}>."
@@ -1165,13 +1172,9 @@ class Deploys:
         return Result(True, Message(f"Resuming deploy #{deploy_id} from the step it was on."))
 
     async def roll_back_interrupted(self, *, deploy_id: int, user: str) -> Result:
-        deploy = await self._load(deploy_id)
-        if deploy is None:
-            return refused(f"there is no deploy #{deploy_id}.")
-        if not await self._may_act(deploy, user):
-            return refused(
-                f"only the requester or deployers of {deploy.environment} may roll back."
-            )
+        deploy = await self._load_for(deploy_id, user, "roll back")
+        if isinstance(deploy, Result):
+            return deploy
         async with self.deps.db.transaction() as session:
             moved = await transition(session, deploy_id, ["interrupted"], "running")
         if not moved:
@@ -1213,13 +1216,9 @@ class Deploys:
         return refused(f"rolling back deploy #{deploy_id} failed: {problem}")
 
     async def release_lock(self, *, deploy_id: int, user: str) -> Result:
-        deploy = await self._load(deploy_id)
-        if deploy is None:
-            return refused(f"there is no deploy #{deploy_id}.")
-        if not await self._may_act(deploy, user):
-            return refused(
-                f"only the requester or deployers of {deploy.environment} may release the lock."
-            )
+        deploy = await self._load_for(deploy_id, user, "release the lock")
+        if isinstance(deploy, Result):
+            return deploy
         reason = f"Lock released by <@{user}>; the target was left as found (see the thread)."
         async with self.deps.db.transaction() as session:
             moved = await transition(

@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 from slack_bolt.async_app import AsyncApp
@@ -27,6 +28,13 @@ from bot.deploys.service import DeployDeps, Deploys
 from bot.metrics_registry import BotMetrics
 from bot.settings import Settings
 from bot.slack.notifier import SlackDirectory, SlackNotifier
+
+if TYPE_CHECKING:
+    from bot.alerts.service import Alerting
+    from bot.incidents.postmortem import Postmortems
+    from bot.incidents.service import IncidentService
+    from bot.oncall.paging import Paging
+    from bot.oncall.schedule import OncallDirectory
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +110,12 @@ class Services:
     client: AsyncWebClient
     deploys: Deploys = field(init=False)
     rollbacks: Rollbacks = field(init=False)
+    # Issue 5 and 6 services; each is built in build_services below, in its own marked block.
+    oncall: OncallDirectory = field(init=False)
+    paging: Paging = field(init=False)
+    alerts: Alerting = field(init=False)
+    incidents: IncidentService = field(init=False)
+    postmortems: Postmortems = field(init=False)
     metrics: BotMetrics = field(default_factory=BotMetrics)
     tracker: WorkTracker = field(default_factory=WorkTracker)
     gate: AckGate = field(default_factory=AckGate)
@@ -200,6 +214,10 @@ def build_services(
         )
     )
     services.rollbacks = Rollbacks(services.deploys)
+    # --- oncall and paging (issue 5) ---
+    # --- alerts (issue 5) ---
+    # --- incidents (issue 6) ---
+    # --- postmortems (issue 6) ---
     return services
 
 

@@ -12,4 +12,10 @@ def register_all(app: AsyncApp, services: Services) -> None:
     from handlers import actions, commands, deploy  # noqa: F401 - deploy registers its routes
 
     commands.register(app, services)
+    # Listeners of events, views and specific actions go here, before the catch-alls in
+    # `actions` (Bolt runs the first listener that matches).
+    # --- oncall (issue 5) ---
+    # --- alerts (issue 5) ---
+    # --- incidents (issue 6) ---
+    # --- postmortems (issue 6) ---
     actions.register(app, services)

@@ -235,16 +235,41 @@ class Incident(Base):
     mitigated_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
     postmortem_due_at: Mapped[datetime | None]
+    description: Mapped[str | None] = mapped_column(Text)
+    services: Mapped[list[str] | None] = mapped_column(JSONType)
+    roles: Mapped[dict[str, Any] | None]  # role -> user id (commander is its own column)
+    channel_name: Mapped[str | None] = mapped_column(String(80))
+    announcement_channel: Mapped[str | None] = mapped_column(String(64))
+    announcement_ts: Mapped[str | None] = mapped_column(String(32))
+    detected_at: Mapped[datetime | None]
+    acknowledged_at: Mapped[datetime | None]
+    last_update_at: Mapped[datetime | None]
+    summary: Mapped[str | None] = mapped_column(Text)
+    followup_due_at: Mapped[datetime | None]
+    postmortem_done_at: Mapped[datetime | None]
+    postmortem_done_by: Mapped[str | None] = mapped_column(String(64))
+    postmortem_reminder: Mapped[str | None] = mapped_column(String(16))  # last reminder sent
     updated_at: Mapped[datetime] = mapped_column(
         default=utc_now, onupdate=utc_now, server_default=func.now()
     )
+
+    @property
+    def key(self) -> str:
+        """The name people use: INC-<id>."""
+        return f"INC-{self.id}"
 
 
 class TimelineEvent(Base):
     """Something that happened during an incident, in order, for the timeline and postmortem."""
 
     __tablename__ = "timeline_events"
-    __table_args__ = (Index("ix_timeline_events_incident_id_at", "incident_id", "at"),)
+    __table_args__ = (
+        Index("ix_timeline_events_incident_id_at", "incident_id", "at"),
+        # A pin or 📌 reaction is recorded once: source_key is "<channel>:<message ts>".
+        Index(
+            "uq_timeline_events_incident_id_source_key", "incident_id", "source_key", unique=True
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
@@ -253,6 +278,7 @@ class TimelineEvent(Base):
     actor: Mapped[str | None] = mapped_column(String(64))
     text: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any] | None]
+    source_key: Mapped[str | None] = mapped_column(String(255))
 
 
 class Alert(Base):
@@ -290,6 +316,69 @@ class Alert(Base):
     updated_at: Mapped[datetime] = mapped_column(
         default=utc_now, onupdate=utc_now, server_default=func.now()
     )
+
+
+PAGE_STATES = ("scheduled", "triggered", "failed", "acknowledged", "resolved", "cancelled")
+
+
+class Page(Base):
+    """One page to an on-call (an alert's or an incident's), with its SLA deadlines.
+
+    `scheduled` waits for `send_at` (a P1 outside business hours); `failed` is retried at
+    `next_attempt_at`; acknowledgment and engagement deadlines apply once it is `triggered`.
+    """
+
+    __tablename__ = "pages"
+    __table_args__ = (CheckConstraint(_in_list("state", PAGE_STATES), name="state"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    dedup_key: Mapped[str] = mapped_column(String(255), unique=True)
+    service: Mapped[str | None] = mapped_column(String(128))
+    subject_kind: Mapped[str] = mapped_column(String(16))  # "alert" | "incident" | "certificate"
+    subject_id: Mapped[int | None] = mapped_column(Integer)
+    summary: Mapped[str] = mapped_column(Text)
+    severity: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    send_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64))
+    engaged_at: Mapped[datetime | None]
+    engaged_by: Mapped[str | None] = mapped_column(String(64))
+    resolved_at: Mapped[datetime | None]
+    ack_deadline: Mapped[datetime | None]
+    engage_deadline: Mapped[datetime | None]
+    escalation_level: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    channel: Mapped[str | None] = mapped_column(String(64))
+    thread_ts: Mapped[str | None] = mapped_column(String(32))
+    pd_incident_id: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utc_now, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utc_now, onupdate=utc_now, server_default=func.now()
+    )
+
+
+class Postmortem(Base):
+    """A rendered postmortem document of an incident; the newest one is current."""
+
+    __tablename__ = "postmortems"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), index=True
+    )
+    markdown: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now, server_default=func.now())
+    file_id: Mapped[str | None] = mapped_column(String(64))
+    path: Mapped[str | None] = mapped_column(Text)
+
+
+# --- alerting (issue 5): models the alert loop adds go here ---
 
 
 APP_TABLES: tuple[str, ...] = tuple(table.name for table in Base.metadata.sorted_tables)

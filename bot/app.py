@@ -25,6 +25,7 @@ from bot.db.session import Database
 from bot.deploys.playbook import load_playbooks
 from bot.deploys.rollback import Rollbacks
 from bot.deploys.service import DeployDeps, Deploys
+from bot.events import EventBus
 from bot.metrics_registry import BotMetrics
 from bot.settings import Settings
 from bot.slack.notifier import SlackDirectory, SlackNotifier
@@ -117,6 +118,7 @@ class Services:
     incidents: IncidentService = field(init=False)
     postmortems: Postmortems = field(init=False)
     metrics: BotMetrics = field(default_factory=BotMetrics)
+    events: EventBus = field(default_factory=EventBus)
     tracker: WorkTracker = field(default_factory=WorkTracker)
     gate: AckGate = field(default_factory=AckGate)
     worker_count: int = 64

@@ -115,7 +115,7 @@ async def serve(settings: Settings, catalog: Catalog) -> int:
 
     from bot.app import build_bolt_app, build_services
     from bot.db.session import Database
-    from bot.scheduler import build_scheduler
+    from bot.scheduler import LeaderScheduler
     from bot.web import build_web_app
 
     database = Database(settings.database_url)
@@ -134,7 +134,7 @@ async def serve(settings: Settings, catalog: Catalog) -> int:
         log.warning(
             "%d deploy(s) were interrupted by the last stop: see their threads", interrupted
         )
-    scheduler = build_scheduler(services)
+    scheduler = LeaderScheduler(services)
     scheduler.start()
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()
@@ -160,7 +160,7 @@ async def serve(settings: Settings, catalog: Catalog) -> int:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("shutting down: waiting for %d running request(s)", services.tracker.running)
-    scheduler.shutdown(wait=False)
+    await scheduler.stop()
     if socket_handler is not None:
         await socket_handler.close_async()
     with contextlib.suppress(TimeoutError):

@@ -1,22 +1,80 @@
-"""Timed work inside the bot process (APScheduler 3): approval expiry now; polling later.
+"""Timed work inside the bot process (APScheduler 3), run by exactly one replica.
 
-Every job is idempotent and guarded in the database (a conditional UPDATE per row), so a job that
-runs on two replicas at once still changes each thing once. Electing one scheduler per database
-(a PostgreSQL advisory lock) arrives with the alerting loop, whose polls must not be doubled.
+Jobs: expire approvals; poll metrics for alerts every `metrics.poll_interval`; check on-call
+acknowledgment and engagement deadlines (and send scheduled pages); check certificates daily;
+remind incidents without updates and postmortems that are due.
+
+Only the elected leader (bot.leader) runs them: the scheduler starts paused on every replica and
+is resumed on election, paused on deposition. Every job also keeps its state in the database and
+guards each change with a conditional UPDATE, so a deadline that passed while no leader ran fires
+once when the next one starts, and a job that overlaps with a stepping-down leader's last run still
+changes each thing once.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.app import Services
+from bot.leader import Leadership
 
 log = logging.getLogger(__name__)
 
 APPROVAL_EXPIRY_SECONDS = 30
+
+
+def _clamp(value: timedelta, low: float, high: float) -> float:
+    return min(max(value.total_seconds(), low), high)
+
+
+def job_intervals(services: Services) -> dict[str, float]:
+    """Seconds between runs of each job, from the catalog's durations.
+
+    Deadline checks run at a third of the acknowledgment window (1–15 s), so an escalation is
+    late by at most that much; reminders at a quarter of the shortest reminder period (5–60 s).
+    """
+    catalog = services.catalog
+    update_every = list(catalog.incidents.update_every.values()) or [timedelta(minutes=15)]
+    return {
+        "expire-approvals": APPROVAL_EXPIRY_SECONDS,
+        "poll-alerts": catalog.metrics.poll_interval.total_seconds(),
+        "check-deadlines": _clamp(catalog.oncall.ack_within / 3, 1, 15),
+        "check-certificates": 24 * 3600,
+        "remind-incidents": _clamp(min(update_every) / 4, 5, 60),
+        "remind-postmortems": _clamp(catalog.incidents.postmortem_due / 8, 5, 300),
+    }
+
+
+def _jobs(services: Services) -> list[tuple[str, str, Callable[[], Awaitable[Any]]]]:
+    jobs: list[tuple[str, str, Callable[[], Awaitable[Any]]]] = [
+        (
+            "expire-approvals",
+            "expire deploys whose approval did not come in time",
+            services.deploys.expire_approvals,
+        )
+    ]
+    optional = [
+        ("poll-alerts", "poll metrics and evaluate alert rules", "alerts", "poll"),
+        ("check-deadlines", "escalate pages past their deadlines", "paging", "check_deadlines"),
+        (
+            "check-certificates",
+            "check TLS certificates",
+            "alerts",
+            "check_certificates",
+        ),
+        ("remind-incidents", "remind incidents without updates", "incidents", "remind"),
+        ("remind-postmortems", "remind postmortems that are due", "postmortems", "remind"),
+    ]
+    for job_id, name, owner, method in optional:
+        service = getattr(services, owner, None)
+        if service is not None and hasattr(service, method):
+            jobs.append((job_id, name, getattr(service, method)))
+    return jobs
 
 
 def build_scheduler(services: Services) -> AsyncIOScheduler:
@@ -25,11 +83,51 @@ def build_scheduler(services: Services) -> AsyncIOScheduler:
         timezone=UTC,
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
     )
-    scheduler.add_job(
-        services.deploys.expire_approvals,
-        "interval",
-        seconds=APPROVAL_EXPIRY_SECONDS,
-        id="expire-approvals",
-        name="expire deploys whose approval did not come in time",
-    )
+    intervals = job_intervals(services)
+    now = datetime.now(UTC)
+    for job_id, name, function in _jobs(services):
+        scheduler.add_job(
+            function,
+            "interval",
+            seconds=intervals[job_id],
+            id=job_id,
+            name=name,
+            # Run each job as soon as this replica leads: a deadline missed while no leader ran
+            # fires now, not one interval later.
+            next_run_time=now,
+        )
     return scheduler
+
+
+class LeaderScheduler:
+    """The scheduler, run only while this replica holds the leadership."""
+
+    def __init__(self, services: Services, *, retry_every: float | None = None) -> None:
+        self.scheduler = build_scheduler(services)
+        poll = services.catalog.metrics.poll_interval.total_seconds()
+        # Take over within one poll interval of the leader's death: try at half of it (≤ 5 s).
+        self.leadership = Leadership(
+            services.db.url,
+            retry_every=retry_every if retry_every is not None else min(max(poll / 2, 0.5), 5.0),
+            on_elected=self._elected,
+            on_deposed=self._deposed,
+        )
+
+    def start(self) -> None:
+        self.scheduler.start(paused=True)
+        self.leadership.start()
+
+    async def stop(self) -> None:
+        await self.leadership.stop()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+
+    async def _elected(self) -> None:
+        now = datetime.now(UTC)
+        for job in self.scheduler.get_jobs():
+            job.modify(next_run_time=now)
+        self.scheduler.resume()
+
+    async def _deposed(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.pause()

@@ -16,12 +16,22 @@ SLACK_APP_DOC = ROOT / "docs" / "slack-app.md"
 
 # The commands the bot registers listeners for; each must be declared or Slack never sends it.
 BOT_COMMANDS = ("/deploy", "/rollback", "/incident", "/postmortem", "/oncall")
-BOT_EVENTS = ("app_mention", "reaction_added", "member_joined_channel")
+BOT_EVENTS = (
+    "app_mention",
+    "reaction_added",
+    "pin_added",
+    "message.channels",
+    "message.groups",
+    "member_joined_channel",
+)
 # Slack refuses to subscribe a bot event unless the app also holds the scope the event needs.
 EVENT_SCOPES = {
     "app_mention": "app_mentions:read",
     "reaction_added": "reactions:read",
     "member_joined_channel": "channels:read",
+    "pin_added": "pins:read",
+    "message.channels": "channels:history",
+    "message.groups": "groups:history",
 }
 
 

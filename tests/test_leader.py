@@ -103,9 +103,7 @@ async def test_a_killed_leader_process_is_replaced_within_one_period(
     script = textwrap.dedent(
         f"""
         import asyncio, pathlib
-        from bot.catalog import Catalog
-from bot.db.session import Database
-from bot.leader import Leadership
+        from bot.leader import Leadership
 
         async def main():
             leadership = Leadership({postgres_url!r}, retry_every=0.1)

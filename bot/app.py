@@ -9,7 +9,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import aiohttp
 from slack_bolt.async_app import AsyncApp
@@ -20,22 +19,24 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.alerts.service import Alerting
 from bot.catalog import Catalog
 from bot.db.session import Database
 from bot.deploys.playbook import load_playbooks
 from bot.deploys.rollback import Rollbacks
 from bot.deploys.service import DeployDeps, Deploys
 from bot.events import EventBus
+from bot.incidents.postmortem import PostmortemDeps, Postmortems
+from bot.incidents.service import IncidentDeps, IncidentService
 from bot.metrics_registry import BotMetrics
+from bot.oncall.pagerduty import PagerDutyApi
+from bot.oncall.paging import Paging
+from bot.oncall.schedule import OncallDirectory
 from bot.settings import Settings
+from bot.slack.files import SlackChannelMembers, SlackFileUploader
 from bot.slack.notifier import SlackDirectory, SlackNotifier
-
-if TYPE_CHECKING:
-    from bot.alerts.service import Alerting
-    from bot.incidents.postmortem import Postmortems
-    from bot.incidents.service import IncidentService
-    from bot.oncall.paging import Paging
-    from bot.oncall.schedule import OncallDirectory
+from bot.slack.people import SlackPeople
+from bot.slack.workspace import SlackWorkspace
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,8 @@ class Services:
         from bot.targets.kubernetes import close_clients
 
         await close_clients()
+        await self.alerts.close()
+        self.paging.close()
         if self.client.session is not None and not self.client.session.closed:
             await self.client.session.close()
 
@@ -217,9 +220,59 @@ def build_services(
     )
     services.rollbacks = Rollbacks(services.deploys)
     # --- oncall and paging (issue 5) ---
+
+    # One PagerDuty client set, shared; `services.paging.close()` closes it.
+    services.oncall = OncallDirectory(
+        catalog=catalog, pagerduty=PagerDutyApi(settings), people=SlackPeople(services.client)
+    )
+    services.paging = Paging(
+        db=db,
+        catalog=catalog,
+        settings=settings,
+        notifier=SlackNotifier(services.client),
+        events=services.events,
+        oncall=services.oncall,
+    )
     # --- alerts (issue 5) ---
+
+    services.alerts = Alerting(
+        db=db,
+        catalog=catalog,
+        notifier=SlackNotifier(services.client),
+        events=services.events,
+        directory=services.deploys.deps.directory,
+        env=settings.environ or dict(os.environ),
+        paging=services.paging,
+    )
     # --- incidents (issue 6) ---
+
+    # Deploys and rollbacks tell the incident timelines when they finish.
+    services.deploys.deps.events = services.events
+    services.incidents = IncidentService(
+        IncidentDeps(
+            db=db,
+            catalog=catalog,
+            notifier=SlackNotifier(services.client),
+            workspace=SlackWorkspace(services.client),
+            events=services.events,
+            paging=services.paging,
+            oncall=services.oncall,
+        )
+    )
     # --- postmortems (issue 6) ---
+
+    services.postmortems = Postmortems(
+        PostmortemDeps(
+            db=db,
+            catalog=catalog,
+            notifier=SlackNotifier(services.client),
+            uploader=SlackFileUploader(services.client),
+            members=SlackChannelMembers(services.client),
+            # A team's playbooks folder may hold its own postmortem.md.j2.
+            template_dirs=(playbooks_dir(settings),),
+            base_dir=settings.config_path.resolve().parent,
+        )
+    )
     return services
 
 

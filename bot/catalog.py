@@ -54,6 +54,7 @@ __all__ = [
     "PagerDuty",
     "RollbackTrigger",
     "Service",
+    "ServiceAlert",
     "Shift",
     "Slack",
     "SlackChannels",
@@ -71,7 +72,8 @@ RESERVED_SERVICE_NAMES: frozenset[str] = frozenset(
 # Metrics the bot measures itself instead of querying a service's `metrics` map.
 BUILTIN_METRICS: frozenset[str] = frozenset({"health_failing"})
 SMOKE_PLACEHOLDERS: frozenset[str] = frozenset({"env", "service", "version"})
-HEALTH_URL_PLACEHOLDERS: frozenset[str] = frozenset({"env", "service"})
+# `{pod_ip}`: on a Kubernetes target the health check runs once per ready pod (see HealthCheck).
+HEALTH_URL_PLACEHOLDERS: frozenset[str] = frozenset({"env", "service", "pod_ip"})
 WEEKDAYS: tuple[str, ...] = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
@@ -461,11 +463,27 @@ TARGET_KINDS: tuple[str, ...] = ("kubernetes", "lambda", "compose")
 
 
 class HealthCheck(_Model):
+    """`url` is checked once, or, when it names `{pod_ip}` and the environment's target is
+    Kubernetes, once per ready pod of the Deployment (bot/deploys/health.py)."""
+
     url: HealthUrl
     timeout: PositiveDuration = timedelta(seconds=5)
 
-    def url_for(self, *, env: str, service: str) -> str:
-        return self.url.format(env=env, service=service)
+    @property
+    def per_instance(self) -> bool:
+        """Whether the URL names `{pod_ip}`, i.e. is one URL per instance."""
+        return any(
+            field == "pod_ip" for _, field, _, _ in string.Formatter().parse(self.url) if field
+        )
+
+    def url_for(self, *, env: str, service: str, pod_ip: str | None = None) -> str:
+        """The URL with its placeholders filled in. Without `pod_ip`, `{pod_ip}` stays as it is
+        (a URL that cannot be fetched as such); an IPv6 address is bracketed, as URLs need."""
+        if pod_ip is None:
+            address = "{pod_ip}"
+        else:
+            address = f"[{pod_ip}]" if ":" in pod_ip and not pod_ip.startswith("[") else pod_ip
+        return self.url.format(env=env, service=service, pod_ip=address)
 
 
 class SmokeTest(_Model):
@@ -518,6 +536,8 @@ class Service(_Model):
     metrics: dict[MetricName, NonEmptyStr] = Field(default_factory=dict)
     pagerduty: PagerDuty | None = None
     playbook: Name | None = None
+    # Changes to the catalog's `alerts` for this service only (see `Catalog.alert_rules`).
+    alerts: list[ServiceAlert] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check_builtin_metrics(self) -> Service:
@@ -540,6 +560,12 @@ class MetricsSource(_Model):
     url: WebUrl | None = None
     region: str | None = None
     poll_interval: PositiveDuration = timedelta(seconds=15)
+    # One query per metric answering for every service at once (`sum by (service) (…)`): its
+    # series are told apart by `service_label`. A service's own `metrics` entry wins for it.
+    queries: dict[MetricName, NonEmptyStr] = Field(default_factory=dict)
+    service_label: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "service"
+    # The environment the metrics describe (alerts show its latest deploy); default: the last.
+    environment: Name | None = None
 
     @model_validator(mode="after")
     def _default_url(self) -> MetricsSource:
@@ -559,6 +585,30 @@ class AlertRule(_Model):
     threshold: Threshold
     for_: Duration = Field(default=timedelta(0), alias="for")
     severity: Literal["warning", "critical"]
+
+
+class ServiceAlert(_Model):
+    """One service's change to the alert rules: a catalog rule adjusted (only the keys given
+    change) or switched off (`enabled: false`), or, under a new name, a rule of its own."""
+
+    name: Name
+    metric: MetricName | None = None
+    op: Literal[">", "<"] | None = None
+    threshold: Threshold | None = None
+    for_: Duration | None = Field(default=None, alias="for")
+    severity: Literal["warning", "critical"] | None = None
+    enabled: bool = True
+
+    def apply(self, base: AlertRule | None) -> AlertRule | None:
+        """The rule for the service: `base` changed by this entry (None: switched off)."""
+        if not self.enabled:
+            return None
+        given = self.model_dump(by_alias=True, exclude_none=True, exclude={"enabled"})
+        merged = {**(base.model_dump(by_alias=True) if base else {}), **given}
+        return AlertRule.model_validate(merged)
+
+
+SERVICE_ALERT_REQUIRED: tuple[str, ...] = ("metric", "op", "threshold", "severity")
 
 
 class RollbackTrigger(_Model):
@@ -640,8 +690,16 @@ class BusinessHours(_Model):
 
 
 class Shift(_Model):
+    """Who is on duty in a static rotation, and the Events API routing keys that page them.
+
+    A missing routing key falls back to the service's `pagerduty.routing_key`, then to
+    `oncall.default_routing_key`.
+    """
+
     primary: Person
     secondary: Person | None = None
+    primary_routing_key: str | None = Field(default=None, repr=False)
+    secondary_routing_key: str | None = Field(default=None, repr=False)
 
 
 class OncallSchedule(_Model):
@@ -753,6 +811,23 @@ class Catalog(_Model):
         wanted = name.strip().lower()
         return next((env for env in self.environments if env.name == wanted), None)
 
+    def alert_rules(self, service: Service) -> list[AlertRule]:
+        """The alert rules of `service`: the catalog's `alerts` with the service's changes."""
+        changes = {change.name: change for change in service.alerts}
+        rules: list[AlertRule] = []
+        for rule in self.alerts:
+            change = changes.pop(rule.name, None)
+            changed = change.apply(rule) if change else rule
+            if changed is not None:
+                rules.append(changed)
+        rules += [rule for change in changes.values() if (rule := change.apply(None))]
+        return rules
+
+    @property
+    def metrics_environment(self) -> str:
+        """The environment the metrics describe: `metrics.environment`, else the last one."""
+        return self.metrics.environment or self.environments[-1].name
+
     def service(self, name: str) -> Service | None:
         """The service called `name` or one of its aliases."""
         wanted = name.strip().lower()
@@ -810,6 +885,7 @@ def _cross_problems(data: Any) -> list[tuple[Loc, str]]:
     duplicates("services", "service")
     duplicates("alerts", "alert")
     duplicates("rollback_triggers", "rollback trigger")
+    problems += _alert_problems(data)
 
     environments = list(_indexed(data, "environments"))
     env_names = [env.get("name") for _, env in environments]
@@ -866,6 +942,49 @@ def _cross_problems(data: Any) -> list[tuple[Loc, str]]:
                         f" but the service has no {previous} target",
                     )
                 )
+    return problems
+
+
+def _alert_problems(data: Any) -> list[tuple[Loc, str]]:
+    """A service's alert of its own must be complete; `metrics.environment` must exist."""
+    problems: list[tuple[Loc, str]] = []
+    if not isinstance(data, dict):
+        return problems
+    raw_alerts = data.get("alerts")
+    if "alerts" in data and isinstance(raw_alerts, list):
+        names = {rule.get("name") for rule in raw_alerts if isinstance(rule, dict)}
+    else:
+        names = {rule["name"] for rule in DEFAULT_ALERTS}
+    for index, service in _indexed(data, "services"):
+        seen: set[str] = set()
+        for position, change in _indexed(service, "alerts"):
+            name = change.get("name")
+            where = ("services", index, "alerts", position)
+            if not isinstance(name, str):
+                continue
+            if name in seen:
+                problems.append(((*where, "name"), f"duplicate alert name {name!r}"))
+            seen.add(name)
+            missing = [key for key in SERVICE_ALERT_REQUIRED if change.get(key) is None]
+            if name not in names and change.get("enabled") is not False and missing:
+                known = ", ".join(sorted(n for n in names if isinstance(n, str))) or "none"
+                problems.append(
+                    (
+                        (*where, "name"),
+                        f"{name!r} is not one of the catalog's alerts ({known}), so it is a rule"
+                        f" of its own and needs {', '.join(missing)}",
+                    )
+                )
+    metrics = data.get("metrics")
+    wanted = metrics.get("environment") if isinstance(metrics, dict) else None
+    env_names = [env.get("name") for _, env in _indexed(data, "environments")]
+    if isinstance(wanted, str) and env_names and wanted not in env_names:
+        problems.append(
+            (
+                ("metrics", "environment"),
+                f"unknown environment {wanted!r} (environments: {', '.join(map(str, env_names))})",
+            )
+        )
     return problems
 
 

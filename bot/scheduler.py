@@ -51,30 +51,19 @@ def job_intervals(services: Services) -> dict[str, float]:
 
 
 def _jobs(services: Services) -> list[tuple[str, str, Callable[[], Awaitable[Any]]]]:
-    jobs: list[tuple[str, str, Callable[[], Awaitable[Any]]]] = [
+    """(id, name, coroutine function) of every job."""
+    return [
         (
             "expire-approvals",
             "expire deploys whose approval did not come in time",
             services.deploys.expire_approvals,
-        )
-    ]
-    optional = [
-        ("poll-alerts", "poll metrics and evaluate alert rules", "alerts", "poll"),
-        ("check-deadlines", "escalate pages past their deadlines", "paging", "check_deadlines"),
-        (
-            "check-certificates",
-            "check TLS certificates",
-            "alerts",
-            "check_certificates",
         ),
-        ("remind-incidents", "remind incidents without updates", "incidents", "remind"),
-        ("remind-postmortems", "remind postmortems that are due", "postmortems", "remind"),
+        ("poll-alerts", "poll metrics and evaluate alert rules", services.alerts.poll),
+        ("check-deadlines", "escalate pages past their deadlines", services.paging.check_deadlines),
+        ("check-certificates", "check TLS certificates", services.alerts.check_certificates),
+        ("remind-incidents", "remind incidents without updates", services.incidents.remind),
+        ("remind-postmortems", "remind postmortems that are due", services.postmortems.remind),
     ]
-    for job_id, name, owner, method in optional:
-        service = getattr(services, owner, None)
-        if service is not None and hasattr(service, method):
-            jobs.append((job_id, name, getattr(service, method)))
-    return jobs
 
 
 def build_scheduler(services: Services) -> AsyncIOScheduler:

@@ -35,6 +35,10 @@ class Settings:
     pagerduty_api_key: str | None = None
     pagerduty_api_url: str = DEFAULT_PAGERDUTY_API_URL
     pagerduty_events_url: str = DEFAULT_PAGERDUTY_EVENTS_URL
+    # An extra CA trusted for both PagerDuty URLs (a proxy's, or a test fake's); else SSL_CERT_FILE.
+    pagerduty_ca_file: Path | None = None
+    # The PagerDuty user (e-mail) named in the `From` header of REST changes (escalations).
+    pagerduty_from: str | None = None
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -79,10 +83,26 @@ class Settings:
                 "must start with sqlite+aiosqlite:// or postgresql+asyncpg://",
             )
 
-        for name in ("SLACK_API_URL", "PAGERDUTY_API_URL", "PAGERDUTY_EVENTS_URL"):
+        value = get("SLACK_API_URL")
+        if value and not value.startswith(("http://", "https://")):
+            raise SettingsError("SLACK_API_URL", f"must be an http(s) URL, got {value!r}")
+        for name in ("PAGERDUTY_API_URL", "PAGERDUTY_EVENTS_URL"):
             value = get(name)
-            if value and not value.startswith(("http://", "https://")):
-                raise SettingsError(name, f"must be an http(s) URL, got {value!r}")
+            # The pagerduty client refuses anything else (UrlError) at the first page.
+            if value and not value.startswith("https://"):
+                raise SettingsError(
+                    name,
+                    f"must be an https:// URL (PagerDuty is only spoken over TLS), got {value!r}",
+                )
+
+        pagerduty_ca_file = get("PAGERDUTY_CA_FILE")
+        if pagerduty_ca_file and not Path(pagerduty_ca_file).is_file():
+            raise SettingsError("PAGERDUTY_CA_FILE", f"no such file: {pagerduty_ca_file}")
+        pagerduty_from = get("PAGERDUTY_FROM")
+        if pagerduty_from and "@" not in pagerduty_from:
+            raise SettingsError(
+                "PAGERDUTY_FROM", f"must be the e-mail of a PagerDuty user, got {pagerduty_from!r}"
+            )
 
         slack_api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
         if not slack_api_url.endswith("/"):
@@ -104,6 +124,8 @@ class Settings:
             pagerduty_api_key=get("PAGERDUTY_API_KEY"),
             pagerduty_api_url=get("PAGERDUTY_API_URL") or DEFAULT_PAGERDUTY_API_URL,
             pagerduty_events_url=get("PAGERDUTY_EVENTS_URL") or DEFAULT_PAGERDUTY_EVENTS_URL,
+            pagerduty_ca_file=Path(pagerduty_ca_file) if pagerduty_ca_file else None,
+            pagerduty_from=pagerduty_from,
             environ=env,
         )
 

@@ -8,14 +8,20 @@ from bot.app import Services
 
 
 def register_all(app: AsyncApp, services: Services) -> None:
-    """Register every listener; the catch-alls in `actions` go last."""
-    from handlers import actions, commands, deploy  # noqa: F401 - deploy registers its routes
+    """Register every listener; the catch-alls in `actions` go last (Bolt runs the first match)."""
+    # deploy, alerts and postmortem register their routes and buttons when imported.
+    from handlers import (  # noqa: F401
+        actions,
+        alerts,
+        commands,
+        deploy,
+        incidents,
+        oncall,
+        postmortem,
+    )
 
     commands.register(app, services)
-    # Listeners of events, views and specific actions go here, before the catch-alls in
-    # `actions` (Bolt runs the first listener that matches).
-    # --- oncall (issue 5) ---
-    # --- alerts (issue 5) ---
-    # --- incidents (issue 6) ---
-    # --- postmortems (issue 6) ---
+    # Listeners of events, views and specific actions, before the catch-alls in `actions`.
+    oncall.register(app, services)
+    incidents.register(app, services)
     actions.register(app, services)

@@ -18,6 +18,7 @@ from bot.settings import Settings
 from bot.web import build_web_app
 from handlers.commands import ROUTES
 from tests.fakes.kubernetes import FakeKubernetes, running_fake_kubernetes
+from tests.fakes.pagerduty import FakePagerDuty, running_fake_pagerduty
 from tests.fakes.slack import FakeSlack, running_fake_slack
 from tests.fakes.slack_client import SlackRequests
 
@@ -84,6 +85,13 @@ async def fake_slack() -> AsyncIterator[FakeSlack]:
         yield fake
 
 
+@pytest.fixture
+async def pagerduty() -> AsyncIterator[FakePagerDuty]:
+    """A fake PagerDuty over HTTPS; `pagerduty.settings_changes()` points the bot at it."""
+    async with running_fake_pagerduty() as fake:
+        yield fake
+
+
 @dataclasses.dataclass
 class RunningBot:
     base_url: str
@@ -115,9 +123,15 @@ async def start_bot(
     *,
     environ: dict[str, str] | None = None,
     config_path: Path = TEST_CATALOG,
+    **settings_changes: Any,
 ) -> AsyncIterator[RunningBot]:
-    """opsbot's HTTP app on a free port, as `opsbot run` builds it, against the fake Slack."""
-    settings = bot_settings(fake, database, environ=environ or {}, config_path=config_path)
+    """opsbot's HTTP app on a free port, as `opsbot run` builds it, against the fake Slack.
+
+    `settings_changes` replace fields of the Settings (e.g. pagerduty_api_url=...).
+    """
+    settings = bot_settings(
+        fake, database, environ=environ or {}, config_path=config_path, **settings_changes
+    )
     services = build_services(settings, catalog, database)
     services.deploys.update_interval = 0.05  # coalesce message updates, but keep tests quick
     runner = web.AppRunner(build_web_app(services, build_bolt_app(services)))

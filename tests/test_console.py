@@ -46,9 +46,9 @@ def test_console_runs_commands_and_presses_buttons(tmp_path: Path) -> None:
     assert "Did you mean declare?" in out
     assert "[1] Run /incident declare P2 checkout is slow" in out
     # the button ran the corrected command through the same handlers
-    assert "declare is not available in this version of opsbot yet" in out
+    assert "INC-1 declared (P2): checkout is slow" in out
     assert "• `/oncall [<service>]`" in out
-    assert "console: there is no button [9] (buttons: 1–1)" in out
+    assert "console: there is no button [9] (buttons: 1–3)" in out
     assert "console: cannot read 'whatever'; type help" in out
     assert "Traceback" not in result.stderr
 

@@ -85,7 +85,9 @@ def test_every_registered_command_is_declared_with_the_bolt_endpoint(
     assert declared["url"].endswith("/slack/events")
     assert declared["description"].strip()
     assert declared["usage_hint"].strip()
-    assert declared["should_escape"] is False
+    # /incident takes @user (commander, role): escaping makes Slack send <@U…|name>, the only
+    # reliable form of a mention; the other commands take names and versions, kept verbatim.
+    assert declared["should_escape"] is (command == "/incident")
 
 
 def test_commands_fit_slack_limits(commands: dict[str, dict[str, Any]]) -> None:

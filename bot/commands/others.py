@@ -56,6 +56,9 @@ INCIDENT_SUBCOMMANDS = (
 
 
 def _incident(words: list[str], catalog: Catalog) -> ParseResult:
+    if not words:
+        # `/incident` alone opens the declare form (a modal).
+        return Parsed("/incident", "modal", {})
     head, rest = words[0].lower(), words[1:]
     if head == "declare":
         severity = None
@@ -90,6 +93,9 @@ def _incident(words: list[str], catalog: Catalog) -> ParseResult:
 
 
 def _postmortem(words: list[str], catalog: Catalog) -> ParseResult:
+    if not words:
+        # No incident named: the incident of the channel the command was typed in.
+        return Parsed("/postmortem", "draft", {"incident": None})
     head = words[0]
     if head.lower() == "done":
         if len(words) != 2 or not INCIDENT_ID.fullmatch(words[1]):
@@ -133,18 +139,21 @@ register(
             "role <role> @user",
             "resolve [<summary…>]",
             "list",
-            "stats",
+            "stats [<period, e.g. 30d>]",
             "help",
         ),
         parser=_incident,
+        # Alone it opens the declare form.
+        empty_is_help=False,
     )
 )
 register(
     CommandSpec(
         name="/postmortem",
-        summary="draft the blameless postmortem of an incident",
-        usage=("INC-<n>", "done INC-<n>", "help"),
+        summary="draft the blameless postmortem of an incident (this channel's, without INC-<n>)",
+        usage=("[INC-<n>]", "done INC-<n>", "help"),
         parser=_postmortem,
+        empty_is_help=False,
     )
 )
 register(

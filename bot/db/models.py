@@ -22,6 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -54,6 +55,7 @@ APPROVAL_DECISIONS = ("approved", "rejected")
 INCIDENT_SEVERITIES = ("P0", "P1", "P2", "P3")
 INCIDENT_STATES = ("active", "mitigated", "resolved")
 ALERT_STATES = ("pending", "firing", "acknowledged", "resolved")
+ALERT_OPEN_STATES = ("pending", "firing", "acknowledged")
 
 
 def utc_now() -> datetime:
@@ -249,6 +251,13 @@ class Incident(Base):
     postmortem_done_at: Mapped[datetime | None]
     postmortem_done_by: Mapped[str | None] = mapped_column(String(64))
     postmortem_reminder: Mapped[str | None] = mapped_column(String(16))  # last reminder sent
+    # Added by 0004: who acknowledged, the channel's first message (with the Acknowledge
+    # button), and the last update / follow-up reminders (one per period, guarded updates).
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64))
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+    reminded_at: Mapped[datetime | None]
+    followup_reminded_at: Mapped[datetime | None]
+    details: Mapped[dict[str, Any] | None]  # what the first message explained (why, paging)
     updated_at: Mapped[datetime] = mapped_column(
         default=utc_now, onupdate=utc_now, server_default=func.now()
     )
@@ -288,6 +297,16 @@ class Alert(Base):
     __table_args__ = (
         CheckConstraint(_in_list("state", ALERT_STATES), name="state"),
         Index("ix_alerts_service_state", "service", "state"),
+        # At most one open alert per (service, rule): a second replica or a retried poll cannot
+        # open a duplicate, it gets an IntegrityError instead.
+        Index(
+            "uq_alerts_service_rule_open",
+            "service",
+            "rule",
+            unique=True,
+            sqlite_where=text(_in_list("state", ALERT_OPEN_STATES)),
+            postgresql_where=text(_in_list("state", ALERT_OPEN_STATES)),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
@@ -316,6 +335,9 @@ class Alert(Base):
     updated_at: Mapped[datetime] = mapped_column(
         default=utc_now, onupdate=utc_now, server_default=func.now()
     )
+    # What the Slack message shows now ("firing", "acknowledged|U1", …); differs from what it
+    # should show until the message is updated, so a failed update is retried by the next poll.
+    message_state: Mapped[str | None] = mapped_column(String(128))
 
 
 PAGE_STATES = ("scheduled", "triggered", "failed", "acknowledged", "resolved", "cancelled")
@@ -379,6 +401,16 @@ class Postmortem(Base):
 
 
 # --- alerting (issue 5): models the alert loop adds go here ---
+
+
+class MetricOutage(Base):
+    """A metric query that cannot be answered, announced once; deleted when it answers again."""
+
+    __tablename__ = "metric_outages"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    since: Mapped[datetime] = mapped_column(default=utc_now, server_default=func.now())
+    reason: Mapped[str] = mapped_column(Text)
 
 
 APP_TABLES: tuple[str, ...] = tuple(table.name for table in Base.metadata.sorted_tables)

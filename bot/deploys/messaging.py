@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +29,8 @@ RELEASE_LOCK = "deploy_release_lock"
 ROLLBACK_DEPLOY = "deploy_rollback"  # on a finished deploy: put back what ran before it
 ROLLBACK_CONFIRM = "rollback_confirm"  # on the /rollback answer: value "service|env|version"
 ACKNOWLEDGE = "deploy_acknowledge"  # after an automatic rollback: unlock the environment
+# After an automatic rollback: open the incident form (handlers/incidents.py), value JSON.
+DECLARE_INCIDENT = "incident_declare"
 
 HEADLINE = {
     "requested": "requested",
@@ -98,6 +101,16 @@ def deploy_message(deploy: Deploy, *, approvals_required: int = 0) -> Message:
     )
 
 
+def declare_incident_button(deploy: Deploy, details: dict[str, Any]) -> Button:
+    """Issue 4 (runbook Post-Rollback: create an incident report): the incident form, filled in."""
+    title = (
+        f"{deploy.service} {deploy.version} rolled back automatically in {deploy.environment} "
+        f"({details.get('auto_rollback')})"
+    )
+    value = {"service": deploy.service, "title": title[:200], "deploy_id": deploy.id}
+    return Button(DECLARE_INCIDENT, "Declare incident", json.dumps(value))
+
+
 def buttons_for(deploy: Deploy, details: dict[str, Any]) -> tuple[Button, ...]:
     value = str(deploy.id)
     if deploy.state == "awaiting_approval":
@@ -106,9 +119,10 @@ def buttons_for(deploy: Deploy, details: dict[str, Any]) -> tuple[Button, ...]:
             Button(REJECT, "Reject", value, "danger"),
         )
     if deploy.state == "rolled_back" and details.get("auto_rollback"):
+        declare = declare_incident_button(deploy, details)
         if details.get("acknowledged_by"):
-            return ()
-        return (Button(ACKNOWLEDGE, "Acknowledge", value, "primary"),)
+            return (declare,)
+        return (Button(ACKNOWLEDGE, "Acknowledge", value, "primary"), declare)
     if deploy.state == "monitoring" and details.get("inconclusive"):
         return (
             Button(PROMOTE, "Promote", value, "primary"),

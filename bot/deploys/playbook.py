@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
-import hashlib
 import itertools
 import os
 import re
@@ -32,6 +30,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from bot.catalog import Environment, PositiveDuration, Service, format_duration
 from bot.deploys.gates import GateResult
+from bot.deploys.health import HealthSnapshot, check_health, diff_health
 from bot.targets.base import DeployContext, StepResult, Target, TargetError
 
 __all__ = [
@@ -208,7 +207,6 @@ _PARAMS: dict[str, type[_Model]] = {
     "wait": _Wait,
 }
 KINDS: tuple[str, ...] = tuple(_PARAMS)
-HEALTH_BODY_KEPT = 4000  # characters of a health answer kept for the post-deploy diff
 
 
 class _CheckModel(_Model):
@@ -737,79 +735,58 @@ async def _step_http_check(step: Step, ctx: StepContext) -> StepResult:
     raise StepFailed(f"{problem} ({tries})")
 
 
-def _health_url(ctx: StepContext) -> str | None:
-    health = ctx.service.health
-    if health is None:
-        return None
-    return health.url_for(env=ctx.deploy.environment, service=ctx.deploy.service)
+async def _check_health(ctx: StepContext, what: str) -> HealthSnapshot:
+    """Every instance's health now (bot/deploys/health.py); an abort stops the wait."""
+    assert ctx.service.health is not None
+    return await _race_cancel(
+        check_health(
+            ctx.service.health,
+            service=ctx.deploy.service,
+            environment=ctx.deploy.environment,
+            target=ctx.target,
+        ),
+        ctx,
+        what,
+    )
 
 
 async def _step_health_baseline(step: Step, ctx: StepContext) -> StepResult:
-    url = _health_url(ctx)
-    if url is None or ctx.service.health is None:
+    if ctx.service.health is None:
         return StepResult(summary=f"skipped: {ctx.service.name} has no health URL in the catalog")
     # The baseline records what was there, healthy or not: a fix may be deployed onto a sick
-    # service, so an unhealthy baseline is reported, not refused.
-    async with aiohttp.ClientSession() as session:
-        try:
-            status, body = await _race_cancel(
-                _get(session, url, ctx.service.health.timeout), ctx, step.name
-            )
-        except StepFailed as err:
-            baseline = {"url": url, "status": None, "error": str(err)}
-            return StepResult(
-                summary=f"health baseline: {err}", state={"health_baseline": baseline}
-            )
-    digest = "sha256:" + hashlib.sha256(body).hexdigest()
-    baseline = {
-        "url": url,
-        "status": status,
-        "digest": digest,
-        "bytes": len(body),
-        # Kept for the post-deploy diff (runbook Step 3: diff pre- and post-deploy health).
-        "body": body[:HEALTH_BODY_KEPT].decode("utf-8", errors="replace"),
-    }
-    return StepResult(
-        summary=f"health baseline: GET {url} answered {status}",
-        output=body[:2000].decode("utf-8", errors="replace"),
-        state={"health_baseline": baseline},
-    )
+    # service, so an unhealthy baseline is reported, not refused. It is kept for the
+    # post-deploy diff (runbook Step 3: diff pre- and post-deploy health).
+    snapshot = await _check_health(ctx, step.name)
+    state = {"health_baseline": snapshot.to_state()}
+    if not snapshot.per_instance:
+        (only,) = snapshot.instances
+        return StepResult(
+            summary=f"health baseline: {snapshot.summary()}",
+            output=only.body[:2000],
+            state=state,
+        )
+    output = "\n".join(f"{i.name}: {i.outcome} ({i.url})" for i in snapshot.instances)
+    return StepResult(summary=f"health baseline: {snapshot.summary()}", output=output, state=state)
 
 
 async def _step_health_diff(step: Step, ctx: StepContext) -> StepResult:
     """Runbook Step 3: health after the deploy, as a diff against the recorded baseline."""
-    url = _health_url(ctx)
     before = ctx.deploy.state.get("health_baseline")
-    if url is None or ctx.service.health is None or not before:
+    if ctx.service.health is None or not before:
         return StepResult(summary="skipped: no health baseline to compare with")
-    async with aiohttp.ClientSession() as session:
-        try:
-            status, body = await _race_cancel(
-                _get(session, url, ctx.service.health.timeout), ctx, step.name
-            )
-        except StepFailed as err:
-            return StepResult(summary=f"health after the deploy: {err}")
-    after = body[:HEALTH_BODY_KEPT].decode("utf-8", errors="replace")
-    diff = "\n".join(
-        difflib.unified_diff(
-            str(before.get("body", "")).splitlines(),
-            after.splitlines(),
-            "pre-deploy-health",
-            "post-deploy-health",
-            lineterm="",
-        )
-    )
-    changed = "body changed" if diff else "body unchanged"
-    summary = f"health: {before.get('status')} before, {status} after; {changed}"
-    return StepResult(summary=summary, output=diff or after)
+    after = await _check_health(ctx, step.name)
+    summary, output = diff_health(HealthSnapshot.from_state(before), after)
+    return StepResult(summary=summary, output=output)
 
 
 async def _step_monitor(step: Step, ctx: StepContext) -> StepResult:
+    """Poll every instance's health for the environment's window; fail when more than half of
+    the last `polls` polls had more than half of the instances failing. A poll without any
+    instance (no ready pods) is no data: it counts neither way."""
     duration: timedelta = step.params.get("duration") or ctx.environment.monitor
     if duration <= timedelta(0):
         return StepResult(summary=f"skipped: {ctx.environment.name} has no monitoring window")
-    url = _health_url(ctx)
-    if url is None or ctx.service.health is None:
+    if ctx.service.health is None:
         if await _wait_cancelled(ctx, duration.total_seconds()):
             raise StepAborted(f"aborted during {step.name}")
         return StepResult(
@@ -817,42 +794,42 @@ async def _step_monitor(step: Step, ctx: StepContext) -> StepResult:
         )
     interval: timedelta = step.params.get("interval", timedelta(seconds=15))
     window: int = step.params.get("polls", 4)
-    health_timeout = ctx.service.health.timeout
     loop = asyncio.get_running_loop()
     deadline = loop.time() + duration.total_seconds()
     polls: list[bool] = []
+    no_data: list[str] = []
     failures: list[str] = []
-    async with aiohttp.ClientSession() as session:
-        while True:
-            try:
-                status, _ = await _race_cancel(_get(session, url, health_timeout), ctx, step.name)
-                ok, problem = status < 400, f"GET {url} answered {status}"
-            except StepFailed as err:
-                ok, problem = False, str(err)
+    while True:
+        snapshot = await _check_health(ctx, step.name)
+        if snapshot.no_data:
+            no_data.append(snapshot.summary())
+        else:
+            ok = not snapshot.value > 0.5
             polls.append(ok)
             if not ok:
-                failures.append(problem)
+                failures.append(snapshot.summary())
             if health_guard_tripped(polls, window):
                 recent = polls[-window:]
                 failed = sum(1 for result in recent if not result)
                 raise StepFailed(
                     f"the health check failed {failed} of the last {len(recent)} polls"
-                    f" while monitoring: {problem}",
+                    f" while monitoring: {snapshot.summary()}",
                     "\n".join(failures[-OUTPUT_LINES:]),
                 )
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            if await _wait_cancelled(ctx, min(interval.total_seconds(), remaining)):
-                raise StepAborted(f"aborted during {step.name}")
-            if loop.time() >= deadline:
-                break
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        if await _wait_cancelled(ctx, min(interval.total_seconds(), remaining)):
+            raise StepAborted(f"aborted during {step.name}")
+        if loop.time() >= deadline:
+            break
     healthy = sum(polls)
-    return StepResult(
-        summary=f"monitored for {format_duration(duration)}: health ok in {healthy} of"
-        f" {len(polls)} polls",
-        output="\n".join(failures[-OUTPUT_LINES:]),
+    summary = (
+        f"monitored for {format_duration(duration)}: health ok in {healthy} of {len(polls)} polls"
     )
+    if no_data:
+        summary += f"; {len(no_data)} polls without data ({no_data[-1]})"
+    return StepResult(summary=summary, output="\n".join(failures[-OUTPUT_LINES:]))
 
 
 async def _step_wait(step: Step, ctx: StepContext) -> StepResult:

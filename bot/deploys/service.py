@@ -44,6 +44,7 @@ from bot.deploys.playbook import (
     run_step,
 )
 from bot.deploys.watch import record_baseline, watch
+from bot.events import EventBus, ServiceEvent
 from bot.messages import Message, MessageRef, Notifier
 from bot.metrics.base import make_source
 from bot.targets.base import DeployContext, StepResult, Target, TargetError, make_target
@@ -93,6 +94,8 @@ class DeployDeps:
     workdir: Path
     target_factory: Callable[..., Target] = make_target
     clock: Callable[[], datetime] = utc_now
+    # Finished deploys and rollbacks are told here (incident timelines listen); None: nobody.
+    events: EventBus | None = None
 
 
 async def transition(
@@ -359,8 +362,9 @@ class Deploys:
         if not names or env.name != names[-1]:
             return []
         hosts = {(c.host, c.port): c.warn_before for c in self.deps.catalog.certificates}
-        if svc.health is not None:
-            # The service's own host, when it serves HTTPS, must be valid for 30 days too.
+        if svc.health is not None and not svc.health.per_instance:
+            # The service's own host, when it serves HTTPS, must be valid for 30 days too (a
+            # per-pod URL names no host of its own: the pods' addresses are not known yet).
             url = urlsplit(svc.health.url_for(env=env.name, service=svc.name))
             if url.scheme == "https" and url.hostname:
                 hosts.setdefault((url.hostname, url.port or 443), timedelta(days=30))
@@ -852,6 +856,7 @@ class Deploys:
                 baseline=dict(run.details.get("metric_baseline") or {}),
                 cancelled=step_ctx.cancelled,
                 clock=self.deps.clock,
+                target=step_ctx.target,
             )
         finally:
             if source is not None:
@@ -939,6 +944,46 @@ class Deploys:
             detail={"deploy": deploy.id, "reason": reason},
         )
         await persist()
+        await self._tell_finished(deploy, state, reason)
+
+    async def _tell_finished(self, deploy: Deploy, state: str, reason: str | None) -> None:
+        """Publish a finished deploy or rollback on the events bus (incident timelines)."""
+        if self.deps.events is None or deploy.dry_run:
+            return
+        rollback = deploy.strategy == "rollback" or state == "rolled_back"
+        if deploy.strategy == "rollback":
+            text = (
+                f"Rollback #{deploy.id} of {deploy.service} in {deploy.environment} to "
+                f"{deploy.version} by <@{deploy.requested_by}> {state.replace('_', ' ')}"
+            )
+        else:
+            text = (
+                f"Deploy #{deploy.id} of {deploy.service} {deploy.version} to "
+                f"{deploy.environment} by <@{deploy.requested_by}> {state.replace('_', ' ')}"
+            )
+        if reason:
+            text += f": {reason}"
+        await self.deps.events.publish(
+            ServiceEvent(
+                kind="rollback" if rollback else "deploy",
+                text=text,
+                at=utc_now(),
+                service=deploy.service,
+                actor=None if state == "rolled_back" else deploy.requested_by,
+                key=f"deploy:{deploy.id}:{state}",
+                data={
+                    "deploy_id": deploy.id,
+                    "environment": deploy.environment,
+                    "version": deploy.version,
+                    "previous_version": deploy.previous_version,
+                    "state": state,
+                    "strategy": deploy.strategy,
+                    "automatic": bool(
+                        (deploy.details or {}).get("auto_rollback") or self._auto_rule(deploy)
+                    ),
+                },
+            )
+        )
 
     async def _restore(self, target: Target, context: DeployContext) -> str | None:
         """Put back what the deploy changed; None when that worked, else why not."""
@@ -977,6 +1022,7 @@ class Deploys:
                 )
             deploy.state = "failed"
             await persist()
+            await self._tell_finished(deploy, "failed", reason)
             return
         if not changed:
             await self._finish(deploy, "failed", reason + " Nothing had been changed.", persist)
@@ -1018,6 +1064,7 @@ class Deploys:
                 finished_at=utc_now(),
             )
         await persist()
+        await self._tell_finished(deploy, "failed", f"{reason} Rolling back failed too: {problem}.")
 
     async def _stop(
         self,

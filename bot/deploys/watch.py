@@ -6,12 +6,17 @@ defines is read over the last `for + 3 × interval` and judged by `bot.metrics.r
 window: the deploy is rolled back, and the explanation names the rule, the values, the window and
 the baseline. No data is not health: a window that ends with a trigger still inconclusive is
 handed to a human instead of passing.
+
+`health_failing` is measured here on every poll: the fraction of the service's instances failing
+their health check (bot/deploys/health.py; with `{pod_ip}` in `health.url` and a Kubernetes
+target, every ready pod), and its reason names the failing instances, how many of how many.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,9 +26,11 @@ import aiohttp
 
 from bot.catalog import RollbackTrigger, Service
 from bot.db.models import utc_now
+from bot.deploys.health import HealthSnapshot, check_health
 from bot.metrics.base import MetricSource, MetricsUnavailable, Sample
 from bot.metrics.rules import Verdict, evaluate, worst
 from bot.metrics.sparkline import sparkline
+from bot.targets.base import Target
 
 HEALTH_METRIC = "health_failing"
 
@@ -76,17 +83,6 @@ async def record_baseline(
     return baseline
 
 
-async def _health_failing(url: str, timeout: float) -> float:
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
-            http.get(url) as response,
-        ):
-            return 0.0 if response.status < 400 else 1.0
-    except (aiohttp.ClientError, TimeoutError):
-        return 1.0
-
-
 async def watch(
     *,
     source: MetricSource | None,
@@ -99,22 +95,69 @@ async def watch(
     cancelled: asyncio.Event,
     clock: Callable[[], datetime] = utc_now,
     on_poll: Callable[[list[Verdict]], Any] | None = None,
+    target: Target | None = None,
 ) -> WatchResult:
-    """Watch for `duration`; stop at the first breach, or when `cancelled` is set."""
-    triggers = applicable(triggers, service)
+    """Watch for `duration`; stop at the first breach, or when `cancelled` is set.
+
+    `target` lists the instances when `health.url` names `{pod_ip}` (every ready pod is checked;
+    `health_failing` is the fraction failing). Without it such a URL gives no data.
+    """
+    async with aiohttp.ClientSession() as session:
+        return await _watch(
+            source=source,
+            service=service,
+            environment=environment,
+            triggers=applicable(triggers, service),
+            duration=duration,
+            interval=interval,
+            baseline=baseline,
+            cancelled=cancelled,
+            clock=clock,
+            on_poll=on_poll,
+            target=target,
+            session=session,
+        )
+
+
+async def _watch(
+    *,
+    source: MetricSource | None,
+    service: Service,
+    environment: str,
+    triggers: Sequence[RollbackTrigger],
+    duration: timedelta,
+    interval: timedelta,
+    baseline: dict[str, float],
+    cancelled: asyncio.Event,
+    clock: Callable[[], datetime],
+    on_poll: Callable[[list[Verdict]], Any] | None,
+    target: Target | None,
+    session: aiohttp.ClientSession,
+) -> WatchResult:
     health: list[Sample] = []
-    health_url = (
-        service.health.url_for(env=environment, service=service.name) if service.health else None
-    )
+    checks_health = service.health is not None and any(t.metric == HEALTH_METRIC for t in triggers)
+    snapshot: HealthSnapshot | None = None
     deadline = clock() + duration
     verdicts: list[Verdict] = []
     while True:
         now = clock()
-        if health_url and any(t.metric == HEALTH_METRIC for t in triggers):
-            health.append(Sample(now, await _health_failing(health_url, 5.0)))
+        if checks_health:
+            assert service.health is not None
+            snapshot = await check_health(
+                service.health,
+                service=service.name,
+                environment=environment,
+                target=target,
+                session=session,
+            )
+            # NaN (no instance to check) is kept: evaluate() drops it, so it is a missing sample.
+            health.append(Sample(now, snapshot.value))
         verdicts = []
         for trigger in triggers:
-            verdicts.append(await _judge(trigger, source, service, health, now, interval, baseline))
+            verdict = await _judge(trigger, source, service, health, now, interval, baseline)
+            if trigger.metric == HEALTH_METRIC and snapshot is not None:
+                verdict = _with_instances(verdict, snapshot)
+            verdicts.append(verdict)
         if on_poll is not None:
             await on_poll(verdicts)
         deciding = worst(verdicts)
@@ -158,3 +201,9 @@ async def _judge(
     return evaluate(
         trigger, samples, now=now, interval=interval, baseline=baseline.get(trigger.metric)
     )
+
+
+def _with_instances(verdict: Verdict, snapshot: HealthSnapshot) -> Verdict:
+    """The health verdict's reason, with which instances failed (how many of how many), or why
+    there was nothing to check."""
+    return dataclasses.replace(verdict, reason=f"{verdict.reason} — {snapshot.summary()}")

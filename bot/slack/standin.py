@@ -94,6 +94,29 @@ class _ResponseUrl:
     last_ts: str | None = None
 
 
+# files
+@dataclass
+class SharedFile:
+    """A file uploaded through files.getUploadURLExternal / upload URL / completeUploadExternal."""
+
+    id: str
+    name: str
+    length: int
+    title: str = ""
+    content: bytes | None = None  # None until the bytes are POSTed to the upload URL
+    channels: list[str] = field(default_factory=list)
+    initial_comment: str = ""
+    thread_ts: str | None = None
+    user: str = ""
+    message_ts: str | None = None  # the file-share message posted in the (first) channel
+    completed: bool = False
+
+    @property
+    def text(self) -> str:
+        """The content as UTF-8 text (what a test asserts on)."""
+        return (self.content or b"").decode("utf-8")
+
+
 class SlackApiFailure(Exception):
     """Raised inside a method handler to answer `{"ok": false, "error": ...}`."""
 
@@ -134,6 +157,8 @@ class SlackStandIn:
         self.channels: dict[str, JsonDict] = {}
         self.views: dict[str, JsonDict] = {}
         self.home_views: dict[str, JsonDict] = {}
+        self.files: dict[str, SharedFile] = {}  # files: by id, in upload order
+        self._upload_urls: dict[str, str] = {}  # files: upload URL secret -> file id
         self._ts_counter = itertools.count(_FIRST_TS_MICROS, _TS_STEP_MICROS)
         self._id_counter = itertools.count(1)
         self._trigger_ids: dict[str, float] = {}
@@ -170,6 +195,7 @@ class SlackStandIn:
             "reactions.add": self._reactions_add,
             "apps.connections.open": self._apps_connections_open,
         }
+        self._handlers.update(self._file_methods())  # files
         self.add_user(bot_user_id, "opsbot", "", "opsbot", is_bot=True)
         for user in users or []:
             if "profile" in user:
@@ -214,6 +240,7 @@ class SlackStandIn:
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/commands/{team}/{hook_id}/{secret}", self._handle_response_url)
         app.router.add_post("/actions/{team}/{hook_id}/{secret}", self._handle_response_url)
+        app.router.add_post("/upload/v1/{secret}", self._handle_file_upload)  # files
 
     # ------------------------------------------------------------------ state helpers
 
@@ -739,13 +766,14 @@ class SlackStandIn:
         oldest = float(call.args.get("oldest") or 0)
         latest = float(call.args.get("latest") or "inf")
         limit = int(call.args.get("limit") or 100)
+        inclusive = _truthy(call.args.get("inclusive"))  # incidents: oldest/latest included
         visible = [
             m
             for m in self.messages
             if m.channel == channel["id"]
             and m.ephemeral_for is None
             and (not m.thread_ts or m.thread_ts == m.ts)
-            and oldest < float(m.ts) < latest
+            and _within(m.ts, oldest, latest, inclusive)
         ]
         visible.reverse()  # newest first, like Slack
         return {
@@ -761,6 +789,13 @@ class SlackStandIn:
         parent = self.find_message(channel["id"], ts) if isinstance(ts, str) else None
         if parent is None:
             raise SlackApiFailure("thread_not_found")
+        if parent.thread_ts and parent.thread_ts != parent.ts:
+            # incidents: the ts of a reply reads that reply, as on Slack
+            return {
+                "messages": [self._message_json(parent)],
+                "has_more": False,
+                "response_metadata": {"next_cursor": ""},
+            }
         thread = [parent] + [
             m
             for m in self.messages
@@ -902,6 +937,184 @@ class SlackStandIn:
             raise SlackApiFailure("already_reacted")
         reacted.append(self.bot_user_id)
         return {}
+
+    # files ----------------------------------------------------------------------------------
+    # Slack's three-step upload (what slack_sdk's files_upload_v2 does): files.getUploadURLExternal
+    # hands out an upload URL (here on this server) and a file id; the client POSTs the bytes
+    # there; files.completeUploadExternal shares the uploaded files into a channel.
+
+    def _file_methods(self) -> dict[str, MethodHandler]:
+        return {
+            "files.getUploadURLExternal": self._files_get_upload_url_external,
+            "files.completeUploadExternal": self._files_complete_upload_external,
+            "files.info": self._files_info,
+        }
+
+    def shared_files(self, channel: str | None = None) -> list[SharedFile]:
+        """Files shared by completeUploadExternal (into `channel`, when given), oldest first."""
+        return [
+            f
+            for f in self.files.values()
+            if f.completed and (channel is None or channel in f.channels)
+        ]
+
+    def _files_get_upload_url_external(self, call: ApiCall) -> JsonDict:
+        filename = call.args.get("filename")
+        length = str(call.args.get("length") or "")
+        if not isinstance(filename, str) or not filename:
+            raise SlackApiFailure("invalid_arguments")
+        if not length.isdigit() or int(length) <= 0:
+            raise SlackApiFailure("invalid_arguments")
+        file_id = f"F{next(self._id_counter):08d}"
+        secret = secrets.token_urlsafe(24)
+        self.files[file_id] = SharedFile(id=file_id, name=filename, length=int(length))
+        self._upload_urls[secret] = file_id
+        return {"upload_url": f"{self.base_url}/upload/v1/{secret}", "file_id": file_id}
+
+    async def _handle_file_upload(self, request: web.Request) -> web.StreamResponse:
+        """The upload URL: takes the raw bytes (or a multipart `file` part), answers `OK - <n>`."""
+        call = ApiCall(
+            method="file_upload",
+            args={},
+            headers=request.headers,
+            at=time.monotonic(),
+            http_method=request.method,
+            path=request.path,
+        )
+        file_id = self._upload_urls.get(request.match_info["secret"])
+        if request.content_type == "multipart/form-data":
+            form = await request.post()
+            part = form.get("file") or form.get("filename")
+            content = part.file.read() if isinstance(part, web.FileField) else str(part).encode()
+        else:
+            content = await request.read()
+        call.args = {"file_id": file_id, "size": len(content)}
+        if file_id is None or self.files[file_id].content is not None:
+            status, text = 404, "invalid upload url"
+        else:
+            self.files[file_id].content = content
+            status, text = 200, f"OK - {len(content)}"
+        call.status, call.response = status, text
+        self.calls.append(call)
+        await self._after_call(call)
+        return web.Response(text=text, status=status, content_type="text/plain")
+
+    def _files_complete_upload_external(self, call: ApiCall) -> JsonDict:
+        raw = call.args.get("files")
+        try:
+            wanted = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            raise SlackApiFailure("invalid_arguments") from None
+        if not isinstance(wanted, list) or not wanted:
+            raise SlackApiFailure("invalid_arguments")
+        channel_ids: list[str] = []
+        named = [call.args.get("channel_id"), *str(call.args.get("channels") or "").split(",")]
+        for value in named:
+            if isinstance(value, str) and value.strip():
+                channel_ids.append(self._resolve_channel(value.strip()))
+        for channel_id in channel_ids:
+            channel = self.channels[channel_id]
+            if channel["is_archived"]:
+                raise SlackApiFailure("is_archived")
+            if self.bot_user_id not in channel["members"]:
+                raise SlackApiFailure("not_in_channel")
+        shared: list[SharedFile] = []
+        for item in wanted:
+            file = self.files.get(str((item or {}).get("id")))
+            if file is None or file.content is None or file.completed:
+                raise SlackApiFailure("file_not_found")
+            shared.append(file)
+        comment = str(call.args.get("initial_comment") or "")
+        thread_ts = call.args.get("thread_ts") or None
+        for file, item in zip(shared, wanted, strict=True):
+            file.title = str(item.get("title") or file.name)
+            file.channels = channel_ids
+            file.initial_comment = comment
+            file.thread_ts = thread_ts
+            file.user = self.bot_user_id
+            file.completed = True
+        if channel_ids:
+            # Slack posts one message that carries the files (and the comment) in each channel.
+            for channel_id in channel_ids:
+                message = Message(
+                    channel=channel_id,
+                    ts=self._next_ts(),
+                    thread_ts=thread_ts,
+                    text=comment,
+                    blocks=[],
+                    user=self.bot_user_id,
+                )
+                self.messages.append(message)
+                self._emit(message)
+                for file in shared:
+                    file.message_ts = file.message_ts or message.ts
+        return {"files": [self._file_json(f) for f in shared]}
+
+    def _files_info(self, call: ApiCall) -> JsonDict:
+        file = self.files.get(str(call.args.get("file") or ""))
+        if file is None or not file.completed:
+            raise SlackApiFailure("file_not_found")
+        return {"file": self._file_json(file), "content": file.text}
+
+    def _file_json(self, file: SharedFile) -> JsonDict:
+        name = file.name
+        extension = name.rsplit(".", 1)[-1].lower() if "." in name else "text"
+        base = f"https://files.slack.com/files-pri/{self.team_id}-{file.id}/{name}"
+        return {
+            "id": file.id,
+            "created": int(time.time()),
+            "timestamp": int(time.time()),
+            "name": name,
+            "title": file.title,
+            "mimetype": "text/markdown" if extension in ("md", "markdown") else "text/plain",
+            "filetype": "markdown" if extension in ("md", "markdown") else extension,
+            "pretty_type": "Markdown (raw)" if extension in ("md", "markdown") else "Plain Text",
+            "user": file.user,
+            "size": len(file.content or b""),
+            "mode": "snippet",
+            "is_external": False,
+            "is_public": True,
+            "url_private": base,
+            "url_private_download": base.replace("/files-pri/", "/files-pri/download/"),
+            "permalink": f"https://{self.team_domain}.slack.com/files/{file.user}/{file.id}/{name}",
+            "channels": list(file.channels),
+            "groups": [],
+            "ims": [],
+            "initial_comment": {"comment": file.initial_comment} if file.initial_comment else {},
+            "shares": {
+                "public": {
+                    channel: [{"ts": file.message_ts, "channel_name": self.channel_name(channel)}]
+                    for channel in file.channels
+                }
+            },
+        }
+
+    # end of files ---------------------------------------------------------------------------
+
+    # ------------------------------------------------------------------ incidents
+    # A person's message (the stand-in otherwise holds only the bot's), so pins and 📌 reactions
+    # on what people wrote can be tried.
+
+    def post_as_user(
+        self, channel: str, text: str, *, user: str, thread_ts: str | None = None
+    ) -> Message:
+        """Add a message written by `user` in `channel`, as if they had posted it."""
+        message = Message(
+            channel=self._resolve_channel(channel),
+            ts=self._next_ts(),
+            thread_ts=thread_ts,
+            text=text,
+            blocks=[],
+            user=user,
+        )
+        self.messages.append(message)
+        return message
+
+
+# incidents: conversations.history's `inclusive` bounds.
+def _within(ts: str, oldest: float, latest: float, inclusive: bool) -> bool:
+    value = float(ts)
+    return oldest <= value <= latest if inclusive else oldest < value < latest
 
 
 def _truthy(value: Any) -> bool:

@@ -48,6 +48,14 @@ class StepResult:
     state: dict[str, Any] = field(default_factory=dict)  # merged into DeployContext.state
 
 
+@dataclass(frozen=True)
+class Instance:
+    """One ready copy of the service (a Kubernetes pod), for per-instance health checks."""
+
+    name: str  # e.g. the pod's name
+    address: str  # the IP address its health endpoint listens on
+
+
 async def _discard(line: str) -> None:
     return None
 
@@ -104,6 +112,14 @@ class Target(abc.ABC):
     @abc.abstractmethod
     async def rollback(self, ctx: DeployContext) -> StepResult:
         """Put back `ctx.previous_version` (or what `ctx.state` says ran before)."""
+
+    async def instances(self) -> list[Instance] | None:
+        """The ready instances serving now (read only), for a health URL with `{pod_ip}`.
+
+        None means this kind of target cannot tell its instances apart: its health URL is one
+        instance. An empty list means it can, and none is ready (no data, not health).
+        """
+        return None
 
     async def close(self) -> None:
         """Release clients and connections."""

@@ -39,6 +39,7 @@ from kubernetes.aio.config import load_kube_config
 from bot.catalog import KubernetesTarget, format_duration
 from bot.targets.base import (
     DeployContext,
+    Instance,
     Running,
     StepResult,
     Target,
@@ -327,6 +328,34 @@ class KubernetesDeployTarget(Target):
         if self.config.strategy == "canary":
             return await self._rollback_canary(ctx)
         return await self._undo(ctx, self.config.deployment)
+
+    async def instances(self) -> list[Instance]:
+        return await self.ready_pods()
+
+    async def ready_pods(self) -> list[Instance]:
+        """The ready pods serving now, by name: those the Deployment's selector matches (for
+        blue-green, the live colour's; for canary, the main Deployment's selector, which matches
+        the canary's pods too). Ready = an IP, the Ready condition True, and not terminating."""
+        if self.config.strategy == "blue-green":
+            name = self._colour_deployment(await self._live_colour())
+        else:
+            name = self.config.deployment
+        deployment = await self._read(name)
+        selector = label_selector(deployment["spec"].get("selector") or {})
+        if not selector:
+            raise TargetError(f"{self._ref(name)} has no pod selector: its pods cannot be listed")
+        listing = await self._call(
+            f"GET pods/{self._ns}?labelSelector={selector}",
+            lambda: self._core.list_namespaced_pod(
+                self._ns, label_selector=selector, _request_timeout=self.request_timeout
+            ),
+        )
+        ready = [
+            Instance(pod["metadata"]["name"], pod["status"]["podIP"])
+            for pod in self._plain(listing)["items"]
+            if _pod_ready(pod)
+        ]
+        return sorted(ready, key=lambda instance: instance.name)
 
     async def close(self) -> None:
         # The client is shared with other targets of the same cluster: `close_clients` ends it.
@@ -978,6 +1007,33 @@ def _kubeconfig_files(env: Mapping[str, str]) -> tuple[str, list[str]]:
     paths = env.get("KUBECONFIG") or os.path.join(home, ".kube", "config")
     existing = [p for p in paths.split(os.pathsep) if p and Path(p).expanduser().exists()]
     return paths, existing
+
+
+def label_selector(selector: JsonDict) -> str:
+    """A LabelSelector (matchLabels, matchExpressions) in the API's query syntax."""
+    parts = [f"{key}={value}" for key, value in sorted((selector.get("matchLabels") or {}).items())]
+    for expression in selector.get("matchExpressions") or []:
+        key, operator = expression["key"], expression["operator"]
+        values = ",".join(expression.get("values") or [])
+        if operator == "In":
+            parts.append(f"{key} in ({values})")
+        elif operator == "NotIn":
+            parts.append(f"{key} notin ({values})")
+        elif operator == "Exists":
+            parts.append(key)
+        elif operator == "DoesNotExist":
+            parts.append(f"!{key}")
+    return ",".join(parts)
+
+
+def _pod_ready(pod: JsonDict) -> bool:
+    status = pod.get("status") or {}
+    if not status.get("podIP") or pod["metadata"].get("deletionTimestamp"):
+        return False
+    return any(
+        condition.get("type") == "Ready" and condition.get("status") == "True"
+        for condition in status.get("conditions") or []
+    )
 
 
 def _other(colour: str) -> str:

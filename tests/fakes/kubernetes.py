@@ -247,6 +247,8 @@ class FakeKubernetes:
         # Per-ReplicaSet count of pods that are up and available (the rest are starting).
         self._available: dict[tuple[str, str], int] = {}
         self._never_ready: set[tuple[str, str]] = set()
+        # Per-Deployment pod addresses set by a test (set_pod_ips); others get 10.244.x.y.
+        self._pod_ips: dict[tuple[str, str], list[str | None]] = {}
         self._stalled_ticks: dict[tuple[str, str], int] = {}
         self._faults: list[_Fault] = []
         self._versions = itertools.count(1000)
@@ -389,6 +391,13 @@ class FakeKubernetes:
         """New pods of this Deployment never become available; the rollout then reports
         Progressing=False with reason ProgressDeadlineExceeded."""
         self._never_ready.add((namespace, name))
+
+    def set_pod_ips(self, namespace: str, deployment: str, ips: list[str | None]) -> None:
+        """Give the Deployment's pods these addresses, in order: the newest ReplicaSet's pods
+        first, then older ones'. `None` is a pod without an IP yet (Pending, not Ready); pods
+        beyond the list keep their default address. Tests use loopback addresses (127.0.0.2,
+        127.0.0.3 …) so a health check can reach a server per pod."""
+        self._pod_ips[(namespace, deployment)] = list(ips)
 
     def fail_next(self, method: str, path_contains: str, status: int = 500, times: int = 1) -> None:
         """Answer the next `times` matching requests with `status` and a Status body."""
@@ -799,10 +808,14 @@ class FakeKubernetes:
         available = self._available[(ns, name)]
         # Stable per-ReplicaSet addresses so a test can tell pods apart.
         subnet = int(hashlib.sha256(name.encode()).hexdigest()[:2], 16)
+        pool, offset = self._pod_ip_pool(rs)
         pods = []
         for index in range(rs["spec"]["replicas"]):
-            ready = index < available
-            ip = f"10.244.{subnet}.{index + 10}"
+            ip: str | None = f"10.244.{subnet}.{index + 10}"
+            if offset + index < len(pool):
+                ip = pool[offset + index]
+            ready = index < available and ip is not None
+            addressed = {"podIP": ip, "podIPs": [{"ip": ip}]} if ip is not None else {}
             pods.append(
                 {
                     "apiVersion": "v1",
@@ -827,9 +840,8 @@ class FakeKubernetes:
                     },
                     "spec": copy.deepcopy(rs["spec"]["template"]["spec"]),
                     "status": {
-                        "phase": "Running",
-                        "podIP": ip,
-                        "podIPs": [{"ip": ip}],
+                        "phase": "Running" if ip is not None else "Pending",
+                        **addressed,
                         "hostIP": "192.168.0.10",
                         "startTime": rs["metadata"]["creationTimestamp"],
                         "conditions": [
@@ -848,6 +860,29 @@ class FakeKubernetes:
                 }
             )
         return pods
+
+    def _pod_ip_pool(self, rs: JsonDict) -> tuple[list[str | None], int]:
+        """The addresses a test set for the ReplicaSet's Deployment, and where this
+        ReplicaSet's pods start in that list (newer ReplicaSets' pods come first)."""
+        ns, _ = self._key(rs)
+        owner = next(
+            (
+                r["name"]
+                for r in rs["metadata"].get("ownerReferences", [])
+                if r["kind"] == "Deployment"
+            ),
+            None,
+        )
+        pool = self._pod_ips.get((ns, owner or ""))
+        deployment = self._deployments.get((ns, owner or ""))
+        if pool is None or deployment is None:
+            return [], 0
+        offset = 0
+        for sibling in sorted(self._owned_replicasets(deployment), key=_revision, reverse=True):
+            if sibling is rs:
+                break
+            offset += sibling["spec"]["replicas"]
+        return pool, offset
 
     # ------------------------------------------------------------------ services
 

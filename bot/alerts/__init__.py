@@ -1,0 +1,1 @@
+"""Alerting: metric rules and certificate expiry → alerts in the database, Slack and PagerDuty."""

@@ -1,0 +1,109 @@
+"""`/oncall [service]`, and thread replies that tell a page someone is engaged."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.app import Services
+from bot.catalog import format_duration
+from bot.commands import Parsed
+from bot.messages import Message, Outcome, Reply
+from bot.oncall.schedule import OnCall, OncallUnavailable
+from handlers.commands import route
+from handlers.common import carry_out
+
+
+def _describe(oncall: OnCall) -> str:
+    primary = oncall.primary.mention if oncall.primary else "nobody"
+    secondary = oncall.secondary.mention if oncall.secondary else "nobody"
+    if oncall.source == "pagerduty":
+        source = f"PagerDuty, escalation policy {oncall.escalation_policy}"
+    else:
+        source = "static rotation in the catalog"
+    until = f", until {oncall.until:%a %Y-%m-%d %H:%M} UTC" if oncall.until else ""
+    return f"primary {primary}, secondary {secondary} ({source}{until})"
+
+
+@route("/oncall", "show")
+async def show(services: Services, parsed: Parsed, context: dict[str, Any]) -> Any:
+    wanted = parsed.args.get("service")
+    if wanted:
+        entry = services.catalog.service(str(wanted))
+        names = [entry.name if entry else str(wanted)]
+    else:
+        names = services.catalog.service_names()
+    lines = []
+    failures = 0
+    # Services sharing an escalation policy (or the one static rotation) cost one look-up.
+    seen: dict[str | None, OnCall | str] = {}
+    for name in names:
+        key = (
+            "static"
+            if services.oncall.provider == "static"
+            else services.oncall.escalation_policy(name)
+        )
+        if key not in seen:
+            try:
+                seen[key] = await services.oncall.who(name)
+            except OncallUnavailable as exc:
+                seen[key] = str(exc)
+        found = seen[key]
+        if isinstance(found, str):
+            failures += 1
+            lines.append(f"• *{name}*: unknown: {found}")
+        else:
+            lines.append(f"• *{name}*: {_describe(found)}")
+    policy = services.catalog.oncall
+    sla = (
+        f"SLA: acknowledge within {format_duration(policy.ack_within)}, engage within "
+        f"{format_duration(policy.engage_within)}; a missed acknowledgment pages the secondary."
+    )
+    if not names:
+        lines.append("No services in the catalog.")
+    message = Message("\n".join(lines), title="On call", context=sla)
+    outcome = "ok" if failures == 0 else "unavailable"
+    return Reply(message), Outcome(outcome, {"services": len(names), "unknown": failures})
+
+
+def register(app: AsyncApp, services: Services) -> None:
+    """A person's reply in a page's thread marks the page engaged (runbook: engage in 30 min)."""
+
+    async def in_open_page_thread(event: dict[str, Any]) -> bool:
+        if event.get("subtype") or event.get("bot_id") or not event.get("user"):
+            return False
+        thread_ts = event.get("thread_ts")
+        if not thread_ts or thread_ts == event.get("ts"):
+            return False
+        return await services.paging.has_open_page(str(event.get("channel")), str(thread_ts))
+
+    async def on_reply(
+        ack: Callable[..., Awaitable[Any]], body: dict[str, Any], event: dict[str, Any]
+    ) -> None:
+        await ack()
+        user = str(event.get("user"))
+        channel = str(event.get("channel"))
+
+        async def work() -> Outcome:
+            keys = await services.paging.engaged_in_thread(channel, str(event["thread_ts"]), user)
+            return Outcome("ok", {"pages": keys})
+
+        async def quiet(**_: Any) -> None:
+            """Events have no one to answer; failures are logged and audited."""
+
+        async def after_ack() -> None:
+            await carry_out(
+                services,
+                body=body,
+                action="event:page-engaged",
+                user_id=user,
+                channel_id=channel,
+                respond=quiet,
+                work=work,
+            )
+
+        services.after_ack(after_ack)
+
+    app.event("message", matchers=[in_open_page_thread])(on_reply)

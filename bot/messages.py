@@ -60,6 +60,19 @@ class Notifier(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Result:
+    """What a domain action answers the person who asked: private unless `public`."""
+
+    ok: bool
+    message: Message
+    public: bool = False
+
+
+def refused(text: str) -> Result:
+    return Result(False, Message(f":no_entry: {text}"))
+
+
 @dataclass
 class Outcome:
     """What a handler did, for the audit log and the metrics."""

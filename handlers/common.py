@@ -11,7 +11,7 @@ from bot import audit
 from bot.app import Services
 from bot.dedup import claim_request, request_key
 from bot.logging import request_id_var, user_id_var
-from bot.messages import Message, Outcome, Reply
+from bot.messages import Message, Outcome, Reply, Result
 from bot.slack.blocks import to_payload
 
 log = logging.getLogger("opsbot.handlers")
@@ -108,3 +108,8 @@ async def _run(
         )
         await send_reply(respond, Reply(Message(text)))
         return Outcome("error", {"error": type(exc).__name__})
+
+
+def answer(result: Result) -> tuple[Reply, Outcome]:
+    """A domain action's result as the reply and the audited outcome of a route."""
+    return Reply(result.message, public=result.public), Outcome("ok" if result.ok else "refused")

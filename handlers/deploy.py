@@ -8,15 +8,10 @@ from bot.app import Services
 from bot.commands import Parsed
 from bot.deploys import messaging
 from bot.deploys.rollback import parse_value
-from bot.deploys.service import Result
 from bot.messages import Message, Outcome, Reply
 from handlers.actions import button
 from handlers.commands import route
-from handlers.common import Respond, send_reply
-
-
-def answer(result: Result) -> tuple[Reply, Outcome]:
-    return Reply(result.message, public=result.public), Outcome("ok" if result.ok else "refused")
+from handlers.common import Respond, answer, send_reply
 
 
 @route("/deploy", "deploy")

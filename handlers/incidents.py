@@ -16,21 +16,16 @@ from bot.app import Services
 from bot.commands import Parsed
 from bot.incidents import messaging
 from bot.incidents.classify import DEFINITIONS, SEVERITY_ORDER, Suggestion
-from bot.incidents.service import Result
 from bot.messages import Message, Outcome, Reply
 from handlers.actions import button
 from handlers.commands import route
-from handlers.common import Respond, carry_out, send_reply
+from handlers.common import Respond, answer, carry_out, send_reply
 
 log = logging.getLogger("opsbot.handlers.incidents")
 
 MODAL_CALLBACK = "incident_declare_modal"
 PIN_REACTIONS = ("pushpin", "round_pushpin")
 _FORMS: set[asyncio.Task[None]] = set()  # forms being opened (a reference keeps the task alive)
-
-
-def answer(result: Result) -> tuple[Reply, Outcome]:
-    return Reply(result.message, public=result.public), Outcome("ok" if result.ok else "refused")
 
 
 # -- slash command routes -------------------------------------------------------------------------

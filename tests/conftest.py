@@ -123,17 +123,21 @@ async def start_bot(
     *,
     environ: dict[str, str] | None = None,
     config_path: Path = TEST_CATALOG,
+    prepare: Callable[[Services], object] | None = None,
     **settings_changes: Any,
 ) -> AsyncIterator[RunningBot]:
     """opsbot's HTTP app on a free port, as `opsbot run` builds it, against the fake Slack.
 
-    `settings_changes` replace fields of the Settings (e.g. pagerduty_api_url=...).
+    `settings_changes` replace fields of the Settings (e.g. pagerduty_api_url=...); `prepare`
+    adjusts the services (a test clock, shorter client back-offs) before the first request.
     """
     settings = bot_settings(
         fake, database, environ=environ or {}, config_path=config_path, **settings_changes
     )
     services = build_services(settings, catalog, database)
     services.deploys.update_interval = 0.05  # coalesce message updates, but keep tests quick
+    if prepare is not None:
+        prepare(services)
     runner = web.AppRunner(build_web_app(services, build_bolt_app(services)))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

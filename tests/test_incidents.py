@@ -12,23 +12,20 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from aiohttp import web
 from sqlalchemy import select
 
 from bot import audit
-from bot.app import build_bolt_app, build_services
+from bot.app import Services
 from bot.catalog import load_catalog
 from bot.db.models import Alert, Deploy, Incident, Page, TimelineEvent
 from bot.db.session import Database
 from bot.deploys import messaging as deploy_messaging
 from bot.events import ServiceEvent
 from bot.incidents import messaging
-from bot.web import build_web_app
-from tests.conftest import SIGNING_SECRET, RunningBot, bot_settings
+from tests.conftest import RunningBot, start_bot
 from tests.fakes.kubernetes import FakeKubernetes
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.slack import FakeSlack, Message
-from tests.fakes.slack_client import SlackRequests
 from tests.test_deploys import finish
 
 CATALOG = Path(__file__).resolve().parent / "data" / "incidents.yml"
@@ -67,34 +64,22 @@ async def incident_bot(
     environ: dict[str, str] | None = None,
 ) -> AsyncIterator[RunningBot]:
     """opsbot as `opsbot run` builds it, against the fake Slack and the fake PagerDuty."""
-    settings = bot_settings(
+
+    def prepare(services: Services) -> None:
+        services.incidents.deps.clock = clock
+        services.paging.clock = clock
+        services.oncall.pagerduty.sleep_timer = 0.01  # the client's retry back-off, for tests
+
+    async with start_bot(
         fake,
         database,
+        load_catalog(CATALOG, {}),
         config_path=CATALOG,
-        environ=environ or {},
+        environ=environ,
+        prepare=prepare,
         **pagerduty.settings_changes(),
-    )
-    services = build_services(settings, load_catalog(CATALOG, {}), database)
-    services.incidents.deps.clock = clock
-    services.paging.clock = clock
-    services.oncall.pagerduty.sleep_timer = 0.01  # the client's retry back-off, for tests
-    services.deploys.update_interval = 0.05
-    runner = web.AppRunner(build_web_app(services, build_bolt_app(services)))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        yield RunningBot(
-            base_url, services, SlackRequests(base_url, SIGNING_SECRET, fake=fake), fake
-        )
-        await services.tracker.idle(within=10)
-        await services.deploys.stop_all()
-    finally:
-        services.paging.close()
-        await services.close()
-        await runner.cleanup()
+    ) as running:
+        yield running
 
 
 @pytest.fixture

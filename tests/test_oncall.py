@@ -9,21 +9,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.app import build_bolt_app, build_services
 from bot.catalog import Catalog, load_catalog
 from bot.db.session import Database
 from bot.oncall.pagerduty import PagerDutyApi
 from bot.oncall.schedule import OncallDirectory, OncallUnavailable
 from bot.settings import Settings
 from bot.slack.people import SlackPeople
-from bot.web import build_web_app
-from tests.conftest import BOT_TOKEN, SIGNING_SECRET, RunningBot, bot_settings
+from tests.conftest import BOT_TOKEN, RunningBot, start_bot
 from tests.fakes.pagerduty import FakePagerDuty, OncallUser
 from tests.fakes.slack import FakeSlack
-from tests.fakes.slack_client import SlackRequests
 from tests.test_deploys import text_of
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -72,25 +68,16 @@ def directory(
 async def start_pagerduty_bot(
     fake: FakeSlack, database: Database, pagerduty: FakePagerDuty, config_path: Path
 ) -> AsyncIterator[RunningBot]:
-    """opsbot as `opsbot run` builds it (like conftest.start_bot), pointed at the fake PagerDuty."""
-    settings = bot_settings(fake, database, config_path=config_path, **pagerduty.settings_changes())
-    services = build_services(settings, load_catalog(config_path, {}), database)
-    fast(services.oncall.pagerduty)
-    runner = web.AppRunner(build_web_app(services, build_bolt_app(services)))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        yield RunningBot(
-            base_url, services, SlackRequests(base_url, SIGNING_SECRET, fake=fake), fake
-        )
-        await services.tracker.idle(within=10)
-    finally:
-        services.paging.close()
-        await services.close()
-        await runner.cleanup()
+    """opsbot as `opsbot run` builds it (conftest.start_bot), pointed at the fake PagerDuty."""
+    async with start_bot(
+        fake,
+        database,
+        load_catalog(config_path, {}),
+        config_path=config_path,
+        prepare=lambda services: fast(services.oncall.pagerduty),
+        **pagerduty.settings_changes(),
+    ) as running:
+        yield running
 
 
 # ------------------------------------------------------------------ PagerDuty provider

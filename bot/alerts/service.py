@@ -35,9 +35,8 @@ from bot.catalog import Catalog, TlsCertificate
 from bot.certificates import CertificateUnavailable, certificate_expiry, default_ssl_context
 from bot.db.models import ALERT_OPEN_STATES, Alert, Deploy, MetricOutage, utc_now
 from bot.db.session import Database
-from bot.deploys.service import Result, refused
 from bot.events import EventBus, ServiceEvent
-from bot.messages import Message, MessageRef, Notifier
+from bot.messages import Message, MessageRef, Notifier, Result, refused
 from bot.metrics.base import MetricSource, MetricsUnavailable, Sample, Series, by_label
 from bot.metrics.rules import Verdict, evaluate, next_alert_state
 

@@ -14,8 +14,8 @@ from bot import audit
 from bot.db.models import Deploy, utc_now
 from bot.deploys import gates, locks
 from bot.deploys.messaging import ROLLBACK_CONFIRM
-from bot.deploys.service import Deploys, Result, refused
-from bot.messages import Button, Message
+from bot.deploys.service import Deploys
+from bot.messages import Button, Message, Result, refused
 
 ROLLBACK_STEP = {"name": "roll back", "kind": "rollback", "params": {}, "status": "pending"}
 

@@ -45,7 +45,7 @@ from bot.deploys.playbook import (
 )
 from bot.deploys.watch import record_baseline, watch
 from bot.events import EventBus, ServiceEvent
-from bot.messages import Message, MessageRef, Notifier
+from bot.messages import Message, MessageRef, Notifier, Result, refused
 from bot.metrics.base import make_source
 from bot.targets.base import DeployContext, StepResult, Target, TargetError, make_target
 
@@ -68,19 +68,6 @@ class TriggerFired(StepFailed):
     def __init__(self, explanation: str, rule: str) -> None:
         super().__init__(explanation)
         self.rule = rule
-
-
-@dataclass(frozen=True)
-class Result:
-    """What a deploy action answers the person who asked."""
-
-    ok: bool
-    message: Message
-    public: bool = False
-
-
-def refused(text: str) -> Result:
-    return Result(False, Message(f":no_entry: {text}"))
 
 
 @dataclass

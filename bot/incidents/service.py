@@ -35,7 +35,7 @@ from bot.incidents.classify import (
 )
 from bot.incidents.policy import NoPage, PageAt, PageNow, paging_decision, reminder_due
 from bot.incidents.ports import ChannelNameTaken, OncallLookup, Pager, Workspace, WorkspaceError
-from bot.messages import Message, MessageRef, Notifier
+from bot.messages import Message, MessageRef, Notifier, Result, refused
 from bot.oncall.schedule import OncallUnavailable
 
 log = logging.getLogger(__name__)
@@ -46,19 +46,6 @@ USER_REF = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>|^([UW][A-Z0-9]{2,})$")
 MAX_TITLE = 255
 RECENT_DEPLOYS = timedelta(hours=1)
 SUGGESTION_TIMEOUT = 1.5  # seconds: the live state must never hold up a modal
-
-
-@dataclass(frozen=True)
-class Result:
-    """What an incident action answers the person who asked."""
-
-    ok: bool
-    message: Message
-    public: bool = False
-
-
-def refused(text: str) -> Result:
-    return Result(False, Message(f":no_entry: {text}"))
 
 
 @dataclass

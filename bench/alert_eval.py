@@ -183,6 +183,7 @@ async def run(services: int, interval_text: str, polls: int) -> None:
     durations: list[float] = []
     queries: list[int] = []
     received: list[int] = []
+    cpu: list[float] = []  # the bot's own CPU per poll (the stand-in runs in another process)
     rss: list[float] = []
     try:
         loop = asyncio.get_running_loop()
@@ -193,13 +194,16 @@ async def run(services: int, interval_text: str, polls: int) -> None:
         while True:
             await asyncio.sleep(max(0.0, start + tick * interval - loop.time()))
             before = requests.value
+            cpu_before = time.process_time()
             report = await alerting.poll()
+            cpu_used = time.process_time() - cpu_before
             tick += 1
             if tick == 1:
                 first_poll = report.duration
                 continue
             if tick <= polls + 1:
                 durations.append(report.duration)
+                cpu.append(cpu_used)
                 queries.append(report.queries)
                 received.append(requests.value - before)
                 rss.append(rss_mb())
@@ -228,7 +232,8 @@ async def run(services: int, interval_text: str, polls: int) -> None:
     print(
         f"steady polls ({len(durations)}): median {statistics.median(durations):.3f} s,"
         f" max {max(durations):.3f} s; queries per poll {sorted(set(queries))},"
-        f" received by Prometheus {sorted(set(received))}"
+        f" received by Prometheus {sorted(set(received))};"
+        f" bot CPU per poll median {statistics.median(cpu):.3f} s"
     )
     print(
         f"RSS: {rss_before:.0f} MB before the alert loop, {max(rss):.0f} MB after"

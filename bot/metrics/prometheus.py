@@ -157,22 +157,26 @@ def _series(data: Mapping[str, Any], query: str, *, source: str) -> list[Series]
             f"{source}: query {_short(query)} answered a {result_type}, not numbers"
         )
     found = []
+    # Every series of a range answer shares the same few timestamps (one per step): convert each
+    # once. With 10,000 series this halves the decoding time of an alert poll (bench/alert_eval).
+    moments: dict[float, datetime] = {}
     for entry in entries:
         pairs = entry["values"] if "values" in entry else [entry.get("value")]
-        samples = tuple(
-            sample for pair in pairs if pair is not None and (sample := _sample(pair)) is not None
-        )
+        samples = []
+        for pair in pairs:
+            if pair is None:
+                continue
+            timestamp, text = pair
+            value = float(text)  # Prometheus writes "NaN", "+Inf", "-Inf": float() reads them
+            if value != value:  # NaN: no value at all (0/0, a quantile without observations)
+                continue
+            at = moments.get(timestamp)
+            if at is None:
+                at = moments[timestamp] = datetime.fromtimestamp(float(timestamp), tz=UTC)
+            samples.append(Sample(at=at, value=value))
         if samples:
-            found.append(Series(labels=dict(entry.get("metric") or {}), samples=samples))
+            found.append(Series(labels=dict(entry.get("metric") or {}), samples=tuple(samples)))
     return found
-
-
-def _sample(pair: list[Any]) -> Sample | None:
-    timestamp, text = pair
-    value = float(text)  # Prometheus writes "NaN", "+Inf", "-Inf": all of which float() reads
-    if value != value:  # NaN: no value at all (0/0, a quantile without observations)
-        return None
-    return Sample(at=datetime.fromtimestamp(float(timestamp), tz=UTC), value=value)
 
 
 def _unix(moment: datetime) -> str:

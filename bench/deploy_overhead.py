@@ -86,20 +86,6 @@ async def main() -> None:
         spy = None
         try:
             await wait_healthy(url, process)
-            if os.environ.get("BENCH_PROFILE"):
-                spy = await asyncio.create_subprocess_exec(
-                    str(Path(sys.executable).parent / "py-spy"),
-                    "record",
-                    "--pid",
-                    str(process.pid),
-                    "--format",
-                    "raw",
-                    "-o",
-                    os.environ["BENCH_PROFILE"],
-                    "--duration",
-                    "20",
-                    "--nonblocking",
-                )
             requests = SlackRequests(url, SECRET, fake=standin)
             succeeded: set[str] = set()
             changed = asyncio.Event()
@@ -121,6 +107,24 @@ async def main() -> None:
             # One deploy first, as a bot that has been running a while: imports and clients warm.
             await requests.command("/deploy", "svc-warm dev v2")
             await until_succeeded({"svc-warm"})
+            # BENCH_PROFILE=file: py-spy samples the bot during the burst only (not the warm-up).
+            if os.environ.get("BENCH_PROFILE"):
+                spy = await asyncio.create_subprocess_exec(
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(process.pid),
+                    "--format",
+                    "raw",
+                    "-o",
+                    os.environ["BENCH_PROFILE"],
+                    "--duration",
+                    "10",
+                    "--rate",
+                    "1000",
+                    "--nonblocking",
+                )
+                await asyncio.sleep(1)  # let py-spy attach before the burst
             cpu_before = cpu_seconds(process.pid)
             fakes_cpu_before = time.process_time()
             sent: dict[str, float] = {}

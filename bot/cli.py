@@ -125,6 +125,7 @@ async def serve(settings: Settings, catalog: Catalog) -> int:
         await database.dispose()
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return _fail(f"DATABASE_URL: cannot reach or upgrade the database: {reason}", EXIT_SETTINGS)
+    await database.warm()
     services = build_services(settings, catalog, database)
     bolt = build_bolt_app(services)
     web_app = build_web_app(services, bolt)

@@ -131,5 +131,7 @@ class Leadership:
             if not connection.is_closed():
                 connection.terminate()
         if was_leader:
-            log.warning("this replica no longer runs the scheduler: %s", why)
+            # Stopping is routine; losing the lock while running is worth a warning.
+            level = logging.INFO if self._stop.is_set() else logging.WARNING
+            log.log(level, "this replica no longer runs the scheduler: %s", why)
             await self.on_deposed()

@@ -374,3 +374,13 @@ async def test_replicas_upgrading_a_fresh_postgres_database_together_both_succee
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{fresh.database}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_warming_a_postgres_database_opens_the_whole_pool_at_once(
+    postgres_database: Database,
+) -> None:
+    await postgres_database.engine.dispose()
+    await postgres_database.warm()
+    pool = postgres_database.engine.pool
+    assert pool.checkedin() == postgres_database.pool_size  # type: ignore[attr-defined]
+    assert await postgres_database.ping()

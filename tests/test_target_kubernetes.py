@@ -563,3 +563,22 @@ async def test_fake_lists_ready_pods_with_addresses(fake: FakeKubernetes, tmp_pa
     for pod in pods.items:
         assert pod.status.pod_ip.startswith("10.244.")
         assert {c.type: c.status for c in pod.status.conditions}["Ready"] == "True"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, False),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, True),
+        ({"http_proxy": "http://proxy:3128"}, True),
+        ({"NETRC": "/home/me/.netrc"}, True),
+        ({"HTTPS_PROXY": ""}, False),
+        ({"NO_PROXY": "localhost"}, False),
+    ],
+)
+def test_the_environment_lookup_stays_on_only_when_a_proxy_is_named(
+    env: dict[str, str], expected: bool
+) -> None:
+    from bot.targets.kubernetes import _names_a_proxy
+
+    assert _names_a_proxy(env) is expected

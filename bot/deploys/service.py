@@ -479,7 +479,7 @@ class Deploys:
             )
         await self._publish(deploy)
         if state == "running":
-            self.start(deploy.id)
+            self.start(deploy.id, deploy)
             text = f"Deploy #{deploy.id} of {svc.name} {version} to {env.name} started."
         else:
             text = (
@@ -620,11 +620,12 @@ class Deploys:
         return expired
 
     # -- the run ---------------------------------------------------------------------------------
-    def start(self, deploy_id: int) -> None:
-        """Run a deploy in this process (its state says `running`)."""
+    def start(self, deploy_id: int, deploy: Deploy | None = None) -> None:
+        """Run a deploy in this process (its state says `running`); `deploy` is the row when
+        the caller has just written it, which saves reading it back."""
         if deploy_id in self.running:
             return
-        task = asyncio.ensure_future(self._run_guarded(deploy_id))
+        task = asyncio.ensure_future(self._run_guarded(deploy_id, deploy))
         self.running[deploy_id] = _Running(task)
         task.add_done_callback(lambda _: self.running.pop(deploy_id, None))
 
@@ -642,9 +643,9 @@ class Deploys:
         if run:
             await asyncio.shield(run.task)
 
-    async def _run_guarded(self, deploy_id: int) -> None:
+    async def _run_guarded(self, deploy_id: int, known: Deploy | None = None) -> None:
         try:
-            await self._run(deploy_id)
+            await self._run(deploy_id, known)
             await self.flush(deploy_id)
         except Exception:
             # Nothing may end a deploy silently: say it in the thread, keep the lock.
@@ -664,8 +665,8 @@ class Deploys:
                 if deploy:
                     await self._publish(deploy)
 
-    async def _run(self, deploy_id: int) -> None:
-        deploy = await self._load(deploy_id)
+    async def _run(self, deploy_id: int, known: Deploy | None = None) -> None:
+        deploy = known or await self._load(deploy_id)
         if deploy is None or deploy.state not in ("running", "monitoring"):
             return
         svc, env = self._lookup(deploy.service, deploy.environment)

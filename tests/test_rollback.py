@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -61,6 +62,16 @@ async def test_rollback_names_what_it_restores_and_restores_it(
     assert "*Deploy #2: checkout v3 to dev* — rolled back" in headlines
     actions = [e.action for e in await audit.entries(deployed.services.db)]
     assert "rollback:requested" in actions and "button:rollback_confirm" in actions
+    # Runbook Post-Rollback: the rollback's message offers to declare an incident, filled in.
+    rollback_message = next(
+        m for m in deploy_messages(deployed) if (m.text or "").startswith("*Rollback #3")
+    )
+    declare = buttons(rollback_message)[messaging.DECLARE_INCIDENT]
+    assert json.loads(declare["value"]) == {
+        "service": "checkout",
+        "title": "checkout rolled back from v3 to v2 in dev",
+        "deploy_id": 3,
+    }
 
 
 async def test_twenty_clicks_make_one_rollback(deployed: RunningBot, kube: FakeKubernetes) -> None:

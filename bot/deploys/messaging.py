@@ -102,12 +102,20 @@ def deploy_message(deploy: Deploy, *, approvals_required: int = 0) -> Message:
 
 
 def declare_incident_button(deploy: Deploy, details: dict[str, Any]) -> Button:
-    """Issue 4 (runbook Post-Rollback: create an incident report): the incident form, filled in."""
-    title = (
-        f"{deploy.service} {deploy.version} rolled back automatically in {deploy.environment} "
-        f"({details.get('auto_rollback')})"
-    )
-    value = {"service": deploy.service, "title": title[:200], "deploy_id": deploy.id}
+    """Runbook Post-Rollback (create an incident report): after any rollback, the incident form
+    filled in with what happened."""
+    where = f"in {deploy.environment}"
+    if details.get("auto_rollback"):
+        what = (
+            f"{deploy.service} {deploy.version} rolled back automatically {where} "
+            f"({details.get('auto_rollback')})"
+        )
+    elif deploy.strategy == "rollback":
+        bad = f" from {deploy.previous_version}" if deploy.previous_version else ""
+        what = f"{deploy.service} rolled back{bad} to {deploy.version} {where}"
+    else:
+        what = f"{deploy.service} {deploy.version} was rolled back {where}"
+    value = {"service": deploy.service, "title": what[:200], "deploy_id": deploy.id}
     return Button(DECLARE_INCIDENT, "Declare incident", json.dumps(value))
 
 
@@ -123,6 +131,10 @@ def buttons_for(deploy: Deploy, details: dict[str, Any]) -> tuple[Button, ...]:
         if details.get("acknowledged_by"):
             return (declare,)
         return (Button(ACKNOWLEDGE, "Acknowledge", value, "primary"), declare)
+    if deploy.state == "rolled_back" or (
+        deploy.state == "succeeded" and deploy.strategy == "rollback"
+    ):
+        return (declare_incident_button(deploy, details),)
     if deploy.state == "monitoring" and details.get("inconclusive"):
         return (
             Button(PROMOTE, "Promote", value, "primary"),

@@ -32,6 +32,7 @@ from bot.metrics_registry import BotMetrics
 from bot.oncall.pagerduty import PagerDutyApi
 from bot.oncall.paging import Paging
 from bot.oncall.schedule import OncallDirectory
+from bot.replicas import ReplicaRegistry
 from bot.settings import Settings
 from bot.slack.files import SlackChannelMembers, SlackFileUploader
 from bot.slack.notifier import SlackDirectory, SlackNotifier
@@ -118,6 +119,7 @@ class Services:
     alerts: Alerting = field(init=False)
     incidents: IncidentService = field(init=False)
     postmortems: Postmortems = field(init=False)
+    replicas: ReplicaRegistry = field(init=False)
     metrics: BotMetrics = field(default_factory=BotMetrics)
     events: EventBus = field(default_factory=EventBus)
     tracker: WorkTracker = field(default_factory=WorkTracker)
@@ -219,6 +221,7 @@ def build_services(
         )
     )
     services.rollbacks = Rollbacks(services.deploys)
+    services.replicas = ReplicaRegistry(db, running=lambda: list(services.deploys.running))
     # --- oncall and paging (issue 5) ---
 
     # One PagerDuty client set, shared; `services.paging.close()` closes it.

@@ -130,7 +130,11 @@ async def serve(settings: Settings, catalog: Catalog) -> int:
     bolt = build_bolt_app(services)
     web_app = build_web_app(services, bolt)
     # Deploys that were running when the bot last stopped: say so and offer the way forward.
-    interrupted = await services.deploys.recover()
+    # With PostgreSQL other replicas may be running some of them: those they list are spared.
+    await services.replicas.beat()
+    services.replicas.start()
+    spare = await services.replicas.live_deploys() if database.dialect == "postgresql" else set()
+    interrupted = await services.deploys.recover(spare=spare)
     if interrupted:
         log.warning(
             "%d deploy(s) were interrupted by the last stop: see their threads", interrupted
@@ -169,6 +173,8 @@ async def serve(settings: Settings, catalog: Catalog) -> int:
     # Deploys still running stop here, before their clients close under them: the database still
     # says running, and the next start reconciles them (interrupted, with Resume / Roll back).
     await services.deploys.stop_all()
+    # Gone from the registry: the elected replica (if another runs) reconciles our deploys.
+    await services.replicas.stop()
     await services.close()
     await runner.cleanup()
     await database.dispose()

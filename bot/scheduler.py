@@ -13,6 +13,7 @@ changes each thing once.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -47,6 +48,7 @@ def job_intervals(services: Services) -> dict[str, float]:
         "check-certificates": 24 * 3600,
         "remind-incidents": _clamp(min(update_every) / 4, 5, 60),
         "remind-postmortems": _clamp(catalog.incidents.postmortem_due / 8, 5, 300),
+        "recover-orphans": 15,
     }
 
 
@@ -63,6 +65,11 @@ def _jobs(services: Services) -> list[tuple[str, str, Callable[[], Awaitable[Any
         ("check-certificates", "check TLS certificates", services.alerts.check_certificates),
         ("remind-incidents", "remind incidents without updates", services.incidents.remind),
         ("remind-postmortems", "remind postmortems that are due", services.postmortems.remind),
+        (
+            "recover-orphans",
+            "interrupt deploys whose opsbot process is gone",
+            functools.partial(services.replicas.recover_orphans, services.deploys),
+        ),
     ]
 
 

@@ -400,9 +400,6 @@ class Postmortem(Base):
     path: Mapped[str | None] = mapped_column(Text)
 
 
-# --- alerting (issue 5): models the alert loop adds go here ---
-
-
 class MetricOutage(Base):
     """A metric query that cannot be answered, announced once; deleted when it answers again."""
 
@@ -411,6 +408,25 @@ class MetricOutage(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     since: Mapped[datetime] = mapped_column(default=utc_now, server_default=func.now())
     reason: Mapped[str] = mapped_column(Text)
+
+
+class Replica(Base):
+    """A running opsbot process: its heartbeat and the deploys it runs now.
+
+    A deploy that no live replica lists (and that has not changed for a while) lost its process:
+    the elected replica marks it interrupted and offers Resume / Roll back / Release lock.
+    """
+
+    __tablename__ = "replicas"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(default=utc_now, server_default=func.now())
+    heartbeat_at: Mapped[datetime] = mapped_column(
+        default=utc_now, server_default=func.now(), index=True
+    )
+    deploys: Mapped[list[int] | None] = mapped_column(JSONType)
 
 
 APP_TABLES: tuple[str, ...] = tuple(table.name for table in Base.metadata.sorted_tables)

@@ -1139,17 +1139,26 @@ class Deploys:
         )
 
     # -- recovery --------------------------------------------------------------------------------
-    async def recover(self) -> int:
-        """At start: every deploy that was running is interrupted; say what the target runs now."""
+    async def recover(
+        self, *, spare: Collection[int] = (), quiet_since: datetime | None = None
+    ) -> int:
+        """Deploys whose process is gone are interrupted; say what the target runs now.
+
+        At start every running deploy is such a deploy, except those this process runs, those in
+        `spare` (live peers run them) and, with `quiet_since`, those changed after it (a peer may
+        have started them since its last heartbeat). Returns how many were interrupted.
+        """
+        query = select(Deploy).where(Deploy.state.in_(["requested", "running", "monitoring"]))
+        if quiet_since is not None:
+            query = query.where(Deploy.updated_at < quiet_since)
         async with self.deps.db.session() as session:
-            stale = list(
-                await session.scalars(
-                    select(Deploy).where(Deploy.state.in_(["requested", "running", "monitoring"]))
-                )
-            )
+            stale = [
+                deploy
+                for deploy in await session.scalars(query)
+                if deploy.id not in self.running and deploy.id not in spare
+            ]
+        interrupted = 0
         for deploy in stale:
-            if deploy.id in self.running:
-                continue
             svc, env = self._lookup(deploy.service, deploy.environment)
             target = self._target(svc, env.name)
             try:
@@ -1180,6 +1189,7 @@ class Deploys:
                     reason=reason,
                 )
             if moved:
+                interrupted += 1
                 deploy.state, deploy.reason = "interrupted", reason
                 await audit.record(
                     self.deps.db,
@@ -1190,7 +1200,7 @@ class Deploys:
                 )
                 await self._publish(deploy)
                 await self._say(deploy, f"Reconciled after a restart: {found}.")
-        return len(stale)
+        return interrupted
 
     async def resume(self, *, deploy_id: int, user: str) -> Result:
         deploy = await self._load_for(deploy_id, user, "resume")

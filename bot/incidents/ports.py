@@ -73,6 +73,8 @@ class Pager(Protocol):
 
     async def cancel(self, dedup_key: str) -> None: ...
 
+    async def send_now(self, dedup_key: str) -> bool: ...
+
 
 class OncallLookup(Protocol):
     """bot.oncall.schedule.OncallDirectory as far as incidents use it."""

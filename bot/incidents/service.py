@@ -621,7 +621,7 @@ class IncidentService:
         try:
             if replace is not None and send_at is None:
                 # Scheduled for later (or cancelled before it went out), and it must go now.
-                await self._page_now(replace, now=self.deps.clock())
+                await self.deps.paging.send_now(key)
                 return f"{who} is paged now ({key}): {decision.reason}"
             await self.deps.paging.page(
                 dedup_key=key,
@@ -640,35 +640,6 @@ class IncidentService:
         if send_at is None:
             return f"{who} is paged now ({key}): {decision.reason}"
         return f"{who} will be paged ({key}): {decision.reason}"
-
-    async def _page_now(self, page: Page, *, now: datetime) -> None:
-        """A page that waits (or was cancelled unsent) goes out now: the same key, moved up.
-
-        Paging.page() is idempotent on the key, so an existing page is made due and sent by
-        the paging job's own sending step (guarded there against double sends).
-        """
-        assert self.deps.paging is not None
-        async with self.deps.db.transaction() as session:
-            await session.execute(
-                update(Page)
-                .where(
-                    Page.id == page.id,
-                    or_(
-                        Page.state == "scheduled",
-                        (Page.state == "cancelled") & Page.sent_at.is_(None),
-                    ),
-                )
-                .values(
-                    state="scheduled",
-                    send_at=now,
-                    acknowledged_at=None,
-                    acknowledged_by=None,
-                    next_attempt_at=None,
-                )
-            )
-        check = getattr(self.deps.paging, "check_deadlines", None)
-        if check is not None:
-            await check(now)
 
     async def _note_paging(
         self, incident: Incident, lines: list[str], values: dict[str, Any]

@@ -244,6 +244,32 @@ class Paging:
             await self.engaged(key, by)
         return keys
 
+    async def send_now(self, dedup_key: str) -> bool:
+        """A page waiting for its send time (or cancelled before it went out) goes out now.
+
+        For a P1 scheduled for the next business morning whose incident became a P0. True when
+        the page was waiting; its sending is guarded like every send (no double page).
+        """
+        now = self.clock()
+        async with self.db.transaction() as session:
+            moved = await self._transition(
+                session,
+                dedup_key,
+                or_(
+                    Page.state == "scheduled",
+                    (Page.state == "cancelled") & Page.sent_at.is_(None),
+                ),
+                state="scheduled",
+                send_at=now,
+                acknowledged_at=None,
+                acknowledged_by=None,
+                next_attempt_at=None,
+            )
+        if moved:
+            page = await self._get(dedup_key)
+            await self._send(page.id, now)
+        return moved
+
     async def check_deadlines(self, now: datetime | None = None) -> None:
         """Scheduler job: send due pages, retry failed ones, escalate missed deadlines."""
         now = now or self.clock()

@@ -47,6 +47,8 @@ def test_console_runs_commands_and_presses_buttons(tmp_path: Path) -> None:
     assert "[1] Run /incident declare P2 checkout is slow" in out
     # the button ran the corrected command through the same handlers
     assert "INC-1 declared (P2): checkout is slow" in out
+    # the console's workspace has the people the catalog names: the owners were invited
+    assert "could not invite" not in out
     assert "• `/oncall [<service>]`" in out
     assert "console: there is no button [9] (buttons: 1–3)" in out
     assert "console: cannot read 'whatever'; type help" in out

@@ -191,9 +191,28 @@ class Console:
         return True
 
 
+def _people(catalog: Catalog, *extra: str) -> set[str]:
+    """The Slack user ids the catalog names (owners, approvers, deployers, on-call shifts)."""
+    named: set[str] = set(extra)
+    for service in catalog.services:
+        named.update(service.owners)
+    for environment in catalog.environments:
+        named.update(environment.approvers)
+        named.update(environment.deployers)
+    if catalog.oncall.schedule is not None:
+        for shift in catalog.oncall.schedule.shifts:
+            named.update(p for p in (shift.primary, shift.secondary) if p)
+    return {person for person in named if re.fullmatch(r"[UW][A-Z0-9]+", person)}
+
+
 async def run_console(settings: Settings, catalog: Catalog, *, user: str, channel: str) -> int:
     standin = SlackStandIn()
     await standin.start()
+    # The workspace the console stands in for has the people the catalog names, so inviting
+    # them to an incident channel or mentioning them works as in Slack.
+    for person in sorted(_people(catalog, user)):
+        name = person.lower()
+        standin.add_user(person, name, f"{name}@console.example", person)
     console_settings = dataclasses.replace(
         settings,
         slack_bot_token="xoxb-console",

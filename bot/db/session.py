@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +21,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import await_only
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +50,30 @@ def _sqlite_on_connect(dbapi_connection: Any, _connection_record: Any) -> None:
         # busy_timeout first: switching a fresh file to WAL needs a lock another process (a second
         # replica starting at the same moment) may hold, and must wait for it, not fail.
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """WAL mode, once per file (it persists). SQLite may refuse the switch with "database is
+    locked" at once, without its busy handler, while another connection opens the fresh file
+    (seen with three replicas starting together on a loaded machine): retry for a while."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode")
+            if str(cursor.fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            # Connect events run in SQLAlchemy's greenlet on the event loop: sleep without
+            # blocking it.
+            await_only(asyncio.sleep(0.02))
 
 
 def _sqlite_on_begin(connection: Connection) -> None:

@@ -1,12 +1,12 @@
 """What one alert poll costs with 10,000 services × 5 rules, and how fast a breach reaches Slack.
 
 A Prometheus-API stand-in (tests/fakes/prometheus_api.py, aiohttp, in its own process so the bot
-side has a core to itself) answers `query_range` for five `sum by (service) (…)` queries, one
-series per service. opsbot's `Alerting` runs in this process against a SQLite database and a
-Slack stand-in, polled on the scheduler's rhythm. After some quiet polls one service's error
-rate jumps above the critical threshold (t0); the script measures until that alert's message
-reaches Slack (t1). It prints, per steady poll, the time, the queries Prometheus received and the
-RSS, and t1 − t0 against the goal: `for` + one poll interval + 1 s.
+side has a core to itself) answers `query_range` and `query` for five `sum by (service) (…)`
+queries, one series per service. opsbot's `Alerting` runs in this process against a SQLite
+database and a Slack stand-in, polled on the scheduler's rhythm. After some quiet polls one
+service's error rate jumps above the critical threshold (t0); the script measures until that
+alert's message reaches Slack (t1). It prints, per steady poll, the time, the queries Prometheus
+received and the RSS, and t1 − t0 against the goal: `for` + one poll interval + 1 s.
 
     .venv/bin/python bench/alert_eval.py [--services 10000] [--interval 5s] [--polls 8]
 """
@@ -20,7 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 
@@ -112,14 +112,19 @@ def serve_prometheus(
         api = PrometheusApi()
         for query, healthy in HEALTHY.items():
             api.answer(query, names, valued(query, healthy))
-        original = api._range
 
-        async def counted(request: web.Request) -> web.StreamResponse:
-            with requests.get_lock():
-                requests.value += 1
-            return await original(request)
+        Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-        api._range = counted  # type: ignore[method-assign]
+        def counted(handler: Handler) -> Handler:
+            async def count(request: web.Request) -> web.StreamResponse:
+                with requests.get_lock():
+                    requests.value += 1
+                return await handler(request)
+
+            return count
+
+        api._range = counted(api._range)  # type: ignore[method-assign]
+        api._instant = counted(api._instant)  # type: ignore[method-assign]
         await api.start()
         port.value = int(api.url.rsplit(":", 1)[1])
         await asyncio.Event().wait()

@@ -239,17 +239,23 @@ async def test_one_poll_asks_each_metric_once_however_many_services(
     async with start_bot(fake_slack, sqlite_database, catalog, config_path=path) as bot:
         try:
             reports = [await bot.services.alerts.poll(now=at(15 * n)) for n in range(3)]
+            steady = len(prometheus_api.requests)
+            # Two polls missed (the bot was busy or stopped): the next one fetches what it lacks.
+            reports.append(await bot.services.alerts.poll(now=at(75)))
         finally:
             await bot.services.alerts.close()
     # Two metrics shared by 62 services, and payments' own error-rate query: 3 per poll.
-    assert [r.queries for r in reports] == [3, 3, 3]
-    assert len(prometheus_api.requests) == 9
+    assert [r.queries for r in reports] == [3, 3, 3, 3]
+    assert steady == 9 and len(prometheus_api.requests) == 12
     assert {r.query for r in prometheus_api.requests} == {ERRORS, LATENCY, own}
     assert reports[0].rules == 3 and reports[0].services == 62
-    # The first poll fetches the whole window; later ones only the points they lack.
-    first, later = prometheus_api.requests[0], prometheus_api.requests[-1]
-    assert first.end - first.start >= 105
-    assert later.end - later.start == 15
+    # The first poll fetches the whole window; a steady poll only the new point (an instant
+    # query at the poll's grid point); after a gap, the range it lacks.
+    first, steady_poll, after_gap = (prometheus_api.requests[i] for i in (0, steady - 1, -1))
+    assert first.path == "query_range" and first.end - first.start >= 105
+    assert steady_poll.path == "query" and steady_poll.end == pytest.approx(first.end + 30)
+    assert after_gap.path == "query_range"
+    assert after_gap.end - after_gap.start == pytest.approx(45)
 
 
 # --- pending → firing → resolved -----------------------------------------------------------------

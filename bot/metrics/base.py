@@ -77,6 +77,10 @@ class MetricSource(abc.ABC):
     """A place to ask for metric values. Implementations hold one connection pool; `close()` it."""
 
     name: str = "metrics"  # for messages: "Prometheus http://…", "CloudWatch eu-central-1"
+    # True when `instant(at=t)` answers samples stamped exactly `t` (Prometheus evaluates the
+    # query at t); CloudWatch answers at its datapoints' own times. The alert loop then fetches
+    # only the one new point of each poll.
+    instant_on_grid: bool = False
 
     @abc.abstractmethod
     async def instant(self, query: str, *, at: datetime | None = None) -> list[Series]:

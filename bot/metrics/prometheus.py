@@ -32,6 +32,8 @@ _BODY_IN_MESSAGE = 200
 class PrometheusSource(MetricSource):
     """One Prometheus server; one aiohttp session (connection pool) for all its queries."""
 
+    instant_on_grid = True
+
     def __init__(
         self,
         url: str,

@@ -850,6 +850,15 @@ class Catalog(_Model):
             return None
         return self.environments[names.index(wanted) - 1]
 
+    def secrets(self) -> list[str]:
+        """Values in the catalog that must never reach a log line: PagerDuty routing keys."""
+        keys = [self.oncall.default_routing_key]
+        keys.extend(s.pagerduty.routing_key for s in self.services if s.pagerduty)
+        if self.oncall.schedule is not None:
+            for shift in self.oncall.schedule.shifts:
+                keys.extend((shift.primary_routing_key, shift.secondary_routing_key))
+        return [key for key in keys if key]
+
     @property
     def summary(self) -> str:
         return _Summary(f"ok: {len(self.services)} services, {len(self.environments)} environments")

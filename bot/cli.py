@@ -45,7 +45,9 @@ def _fail(message: str, code: int) -> int:
 
 
 def _load(settings: Settings) -> Catalog:
-    return load_catalog(settings.config_path, settings.environ)
+    catalog = load_catalog(settings.config_path, settings.environ)
+    bot_logging.add_secrets(catalog.secrets())
+    return catalog
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -94,5 +94,10 @@ def configure(
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
 
 
+def add_secrets(secrets: Iterable[str]) -> None:
+    """Scrub more values from every record from now on (e.g. keys read from the catalog)."""
+    _redactor.add(secrets)
+
+
 def redact(text: str) -> str:
     return _redactor(text)

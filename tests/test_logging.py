@@ -71,3 +71,27 @@ async def test_no_secret_reaches_the_log_while_serving(
     assert "chat.postMessage" in text
     assert BOT_TOKEN not in text
     assert SIGNING_SECRET not in text
+
+
+def test_pagerduty_routing_keys_from_the_catalog_are_redacted(
+    log_stream: io.StringIO, tmp_path: Any
+) -> None:
+    from bot.catalog import load_catalog
+    from bot.cli import _load
+    from bot.settings import Settings
+
+    path = tmp_path / "opsbot.yml"
+    path.write_text(
+        "slack:\n  channels: {deploys: C0DEPLOYS, alerts: C0ALERTS, incidents: C0INCIDENTS}\n"
+        "environments:\n  - {name: dev}\n"
+        "services:\n"
+        "  - name: checkout\n"
+        "    targets: {dev: {kind: compose, project: shop, file: compose.yml, service: web}}\n"
+        "    pagerduty: {routing_key: R0SERVICEKEY123}\n"
+        "oncall: {default_routing_key: R0DEFAULTKEY456}\n"
+    )
+    assert sorted(load_catalog(path, {}).secrets()) == ["R0DEFAULTKEY456", "R0SERVICEKEY123"]
+    _load(Settings(config_path=path))  # what `opsbot run` does before it serves
+    logging.getLogger("opsbot.test").warning("paging with R0SERVICEKEY123 and R0DEFAULTKEY456")
+    text = log_stream.getvalue()
+    assert "R0SERVICEKEY123" not in text and "R0DEFAULTKEY456" not in text

@@ -114,6 +114,15 @@ async def test_deploy_to_dev_rolls_out_and_reports_every_step(
         assert await session.scalar(select(func.count()).select_from(Lock)) == 0
     actions = [e.action for e in await audit.entries(deploy_bot.services.db)]
     assert "deploy:requested" in actions and "deploy:succeeded" in actions
+    # What runs now is read once before the image changes: the gates' read serves the first
+    # step too (the Kubernetes API sees one GET, then the PATCH).
+    first_patch = next(i for i, r in enumerate(kube.requests) if r.method == "PATCH")
+    reads = [
+        r
+        for r in kube.requests[:first_patch]
+        if r.method == "GET" and r.path.endswith("/deployments/checkout")
+    ]
+    assert len(reads) == 1
 
 
 async def test_a_rollout_that_never_becomes_ready_fails_and_is_rolled_back(

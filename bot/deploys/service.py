@@ -315,6 +315,7 @@ class Deploys:
         except PlaybookError as exc:
             return refused(f"no playbook for this deploy: {'; '.join(exc.problems)}")
         target = self._target(svc, env.name)
+        handed_on = False
         try:
             running = await target.current()
             context = DeployContext(
@@ -325,23 +326,26 @@ class Deploys:
                 for check in playbook.checks:
                     results.append(await run_check(check, step_ctx))
             plan = target.plan(context) if dry_run else []
+            steps = expand_steps(playbook, target_config=target_config)
+            if dry_run:
+                return self._dry_run_answer(
+                    svc, env, version, strategy, running.version, results, plan, steps
+                )
+            failure = gates.evaluate(results)
+            if failure:
+                return refused(
+                    f"deploy of {svc.name} {version} to {env.name} refused by {failure.reason}"
+                )
+            # The run goes on with this target (and what it just read): one API read less.
+            handed_on = True
+            return await self._create(
+                svc, env, version, strategy, running.version, requester, steps, target
+            )
         except TargetError as exc:
             return refused(f"cannot read what runs in {env.name}: {exc}")
         finally:
-            await target.close()
-        steps = expand_steps(playbook, target_config=target_config)
-
-        if dry_run:
-            return self._dry_run_answer(
-                svc, env, version, strategy, running.version, results, plan, steps
-            )
-        failure = gates.evaluate(results)
-        if failure:
-            return refused(
-                f"deploy of {svc.name} {version} to {env.name} refused by {failure.reason}"
-            )
-
-        return await self._create(svc, env, version, strategy, running.version, requester, steps)
+            if not handed_on:
+                await target.close()
 
     async def _certificate_gates(self, svc: Service, env: Environment) -> list[gates.GateResult]:
         """Runbook: "SSL certificates valid (> 30 days remaining)" — checked for the last env."""
@@ -424,7 +428,10 @@ class Deploys:
         previous: str | None,
         requester: str,
         steps: list[Step],
+        target: Target,
     ) -> Result:
+        """Record the deploy with its lock and audit entry, post its message, and start it (or
+        wait for approval). `target` is handed on to the run, which closes it."""
         now = self.deps.clock()
         state = "awaiting_approval" if env.approvals else "running"
         details = {
@@ -435,58 +442,64 @@ class Deploys:
             "target_state": {},
             "approved_by": [],
         }
-        async with self.deps.db.transaction() as session:
-            deploy = Deploy(
-                service=svc.name,
-                environment=env.name,
-                version=version,
-                previous_version=previous,
-                strategy=strategy,
-                state=state,
-                requested_by=requester,
-                details=_jsonable(details),
-                created_at=now,
-                started_at=None if env.approvals else now,
-                approval_expires_at=now + env.approval_timeout if env.approvals else None,
-            )
-            session.add(deploy)
-            await session.flush()
-            holder = await locks.acquire(
-                session,
-                service=svc.name,
-                environment=env.name,
-                holder=requester,
-                deploy_id=deploy.id,
-            )
-            if holder is not None:
-                await session.rollback()
-                return refused(
-                    f"deploy of {svc.name} to {env.name} refused by lock: {svc.name} in "
-                    f"{env.name} is {holder.describe()}."
+        started = False
+        try:
+            async with self.deps.db.transaction() as session:
+                deploy = Deploy(
+                    service=svc.name,
+                    environment=env.name,
+                    version=version,
+                    previous_version=previous,
+                    strategy=strategy,
+                    state=state,
+                    requested_by=requester,
+                    details=_jsonable(details),
+                    created_at=now,
+                    started_at=None if env.approvals else now,
+                    approval_expires_at=now + env.approval_timeout if env.approvals else None,
                 )
-            # In the same transaction: the deploy, its lock and its audit entry exist together.
-            await audit.record(
-                session,
-                actor=requester,
-                action="deploy:requested",
-                outcome=state,
-                detail={
-                    "deploy": deploy.id,
-                    "service": svc.name,
-                    "environment": env.name,
-                    "version": version,
-                },
-            )
-        await self._publish(deploy)
-        if state == "running":
-            self.start(deploy.id, deploy)
-            text = f"Deploy #{deploy.id} of {svc.name} {version} to {env.name} started."
-        else:
-            text = (
-                f"Deploy #{deploy.id} of {svc.name} {version} to {env.name} waits for "
-                f"{env.approvals} approval(s) from "
-                f"{', '.join(gates.mention(a) for a in env.approvers)}."
-            )
+                session.add(deploy)
+                await session.flush()
+                holder = await locks.acquire(
+                    session,
+                    service=svc.name,
+                    environment=env.name,
+                    holder=requester,
+                    deploy_id=deploy.id,
+                )
+                if holder is not None:
+                    await session.rollback()
+                    return refused(
+                        f"deploy of {svc.name} to {env.name} refused by lock: {svc.name} in "
+                        f"{env.name} is {holder.describe()}."
+                    )
+                # In the same transaction: the deploy, its lock and its audit entry exist together.
+                await audit.record(
+                    session,
+                    actor=requester,
+                    action="deploy:requested",
+                    outcome=state,
+                    detail={
+                        "deploy": deploy.id,
+                        "service": svc.name,
+                        "environment": env.name,
+                        "version": version,
+                    },
+                )
+            await self._publish(deploy)
+            if state == "running":
+                self.start(deploy.id, deploy, target)
+                started = True
+                text = f"Deploy #{deploy.id} of {svc.name} {version} to {env.name} started."
+            else:
+                text = (
+                    f"Deploy #{deploy.id} of {svc.name} {version} to {env.name} waits for "
+                    f"{env.approvals} approval(s) from "
+                    f"{', '.join(gates.mention(a) for a in env.approvers)}."
+                )
+        finally:
+            if not started:
+                await target.close()
         return Result(True, Message(text))
 
     # -- approval --------------------------------------------------------------------------------
@@ -620,12 +633,14 @@ class Deploys:
         return expired
 
     # -- the run ---------------------------------------------------------------------------------
-    def start(self, deploy_id: int, deploy: Deploy | None = None) -> None:
-        """Run a deploy in this process (its state says `running`); `deploy` is the row when
-        the caller has just written it, which saves reading it back."""
+    def start(
+        self, deploy_id: int, deploy: Deploy | None = None, target: Target | None = None
+    ) -> None:
+        """Run a deploy in this process (its state says `running`). `deploy` is the row and
+        `target` the target when the caller has just written and read them: saves reading again."""
         if deploy_id in self.running:
             return
-        task = asyncio.ensure_future(self._run_guarded(deploy_id, deploy))
+        task = asyncio.ensure_future(self._run_guarded(deploy_id, deploy, target))
         self.running[deploy_id] = _Running(task)
         task.add_done_callback(lambda _: self.running.pop(deploy_id, None))
 
@@ -643,9 +658,11 @@ class Deploys:
         if run:
             await asyncio.shield(run.task)
 
-    async def _run_guarded(self, deploy_id: int, known: Deploy | None = None) -> None:
+    async def _run_guarded(
+        self, deploy_id: int, known: Deploy | None = None, target: Target | None = None
+    ) -> None:
         try:
-            await self._run(deploy_id, known)
+            await self._run(deploy_id, known, target)
             await self.flush(deploy_id)
         except Exception:
             # Nothing may end a deploy silently: say it in the thread, keep the lock.
@@ -665,14 +682,18 @@ class Deploys:
                 if deploy:
                     await self._publish(deploy)
 
-    async def _run(self, deploy_id: int, known: Deploy | None = None) -> None:
+    async def _run(
+        self, deploy_id: int, known: Deploy | None = None, handed: Target | None = None
+    ) -> None:
         deploy = known or await self._load(deploy_id)
         if deploy is None or deploy.state not in ("running", "monitoring"):
+            if handed is not None:
+                await handed.close()
             return
         svc, env = self._lookup(deploy.service, deploy.environment)
         details = dict(deploy.details or {})
         steps: list[dict[str, Any]] = [dict(s) for s in details.get("steps", [])]
-        target = self._target(svc, env.name)
+        target = handed or self._target(svc, env.name)
         rollback = deploy.strategy == "rollback"
         # A rollback takes `previous_version` away and brings `version` back.
         context = DeployContext(

@@ -12,7 +12,7 @@ from bot.app import Services
 from bot.commands import COMMANDS
 from bot.messages import Message, Outcome, Reply
 from handlers.commands import RERUN_ACTION, run_command
-from handlers.common import Respond, carry_out, send_reply
+from handlers.common import Respond, carry_out, pooled_respond, send_reply
 
 # action_id -> work(services, action, body, respond); later features add theirs with `button`.
 ButtonWork = Callable[[Services, dict[str, Any], dict[str, Any], Respond], Awaitable[Outcome]]
@@ -50,6 +50,7 @@ def register(app: AsyncApp, services: Services) -> None:
     async def on_button(
         ack: Callable[..., Awaitable[Any]], body: dict[str, Any], respond: Respond
     ) -> None:
+        respond = pooled_respond(services, body, respond)
         await ack()
         action = (body.get("actions") or [{}])[0]
         action_id = str(action.get("action_id", "unknown"))

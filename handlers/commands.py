@@ -12,7 +12,7 @@ from slack_bolt.async_app import AsyncApp
 from bot.app import Services
 from bot.commands import COMMANDS, Help, Invalid, Parsed, parse
 from bot.messages import Button, Message, Outcome, Reply
-from handlers.common import Respond, carry_out, reply_payload, send_reply
+from handlers.common import Respond, carry_out, pooled_respond, reply_payload, send_reply
 
 # (command, action) -> what does it; later features add their entries with `route`.
 Work = Callable[[Services, Parsed, dict[str, Any]], Awaitable[tuple[Reply | None, Outcome]]]
@@ -93,6 +93,7 @@ def register(app: AsyncApp, services: Services) -> None:
         async def on_command(
             ack: Callable[..., Awaitable[Any]], body: dict[str, Any], respond: Respond
         ) -> None:
+            respond = pooled_respond(services, body, respond)
             text = body.get("text", "")
             user_id = body.get("user_id", "unknown")
             channel_id = body.get("channel_id")
@@ -140,6 +141,7 @@ def register(app: AsyncApp, services: Services) -> None:
     async def on_unknown_command(
         ack: Callable[..., Awaitable[Any]], body: dict[str, Any], respond: Respond
     ) -> None:
+        respond = pooled_respond(services, body, respond)
         command = str(body.get("command", "?"))[:40]
         known = ", ".join(COMMANDS)
         await ack(text=f":warning: opsbot does not know {command}. It knows {known}.")

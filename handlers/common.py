@@ -7,6 +7,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
 from bot import audit
 from bot.app import Services
 from bot.dedup import claim_request, request_key
@@ -26,6 +28,26 @@ def reply_payload(reply: Reply) -> dict[str, Any]:
     if reply.replace_original:
         payload["replace_original"] = True
     return payload
+
+
+def pooled_respond(services: Services, body: dict[str, Any], fallback: Respond) -> Respond:
+    """`respond()` over the bot's one HTTP session to Slack.
+
+    Bolt's own `respond` opens a new HTTP session, so a new connection (and in production a TLS
+    handshake with hooks.slack.com) for every reply; 50 deploys at once paid for 50 of them
+    (bench/deploy_overhead.py). Without a response_url (Socket Mode events, say) Bolt's is used.
+    """
+    url = body.get("response_url")
+    session = services.client.session
+    if not isinstance(url, str) or not url or session is None:
+        return fallback
+
+    async def respond(**payload: Any) -> Any:
+        message = {key: value for key, value in payload.items() if value is not None}
+        webhook = AsyncWebhookClient(url=url, session=session, timeout=10)
+        return await webhook.send_dict(message)
+
+    return respond
 
 
 async def send_reply(respond: Respond, reply: Reply) -> None:

@@ -96,9 +96,17 @@ async def release_manual(
 
 
 async def holder_of(db: Database, *, service: str, environment: str) -> LockHolder | None:
-    async with db.session() as session:
-        lock = await session.get(Lock, (service, environment))
-        return _holder(lock) if lock else None
+    # Read before every deploy's gates: a Core select, without an ORM session's overhead.
+    statement = select(
+        Lock.holder, Lock.acquired_at, Lock.reason, Lock.sticky, Lock.deploy_id
+    ).where(Lock.service == service, Lock.environment == environment)
+    async with db.engine.connect() as connection:
+        row = (await connection.execute(statement)).first()
+    return (
+        LockHolder(row.holder, row.acquired_at, row.reason, row.sticky, row.deploy_id)
+        if row
+        else None
+    )
 
 
 async def all_locks(

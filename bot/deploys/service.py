@@ -186,8 +186,8 @@ class Deploys:
         except Exception:
             log.exception("could not publish the message of deploy #%s", deploy.id)
             return
-        async with self.deps.db.transaction() as session:
-            await session.execute(
+        async with self.deps.db.engine.begin() as connection:  # Core: no ORM session needed
+            await connection.execute(
                 update(Deploy)
                 .where(Deploy.id == deploy.id)
                 .values(channel=ref.channel, message_ts=ref.ts, thread_ts=ref.ts)

@@ -59,6 +59,8 @@ class Leadership:
         self.on_elected = on_elected
         self.on_deposed = on_deposed
         self.is_leader = False
+        self.rounds = 0  # campaign rounds completed
+        self._round_done = asyncio.Condition()
         self.elected = asyncio.Event()  # set while this replica leads (for tests and /metrics)
         self._connection: asyncpg.Connection | None = None
         self._stop = asyncio.Event()
@@ -67,6 +69,12 @@ class Leadership:
     def start(self) -> None:
         """Begin campaigning in the background."""
         self._task = asyncio.ensure_future(self._campaign())
+
+    async def campaigned(self, rounds: int) -> None:
+        """Return once `rounds` more campaign rounds have completed (for tests and tools)."""
+        async with self._round_done:
+            target = self.rounds + rounds
+            await self._round_done.wait_for(lambda: self.rounds >= target)
 
     async def stop(self) -> None:
         """Stop campaigning; a leader steps down and frees the lock for the next replica."""
@@ -85,6 +93,9 @@ class Leadership:
                     await self._try_to_lead()
             except Exception:  # a campaign never dies: log, and try again next period
                 log.exception("leader election failed; retrying in %.1f s", self.retry_every)
+            async with self._round_done:
+                self.rounds += 1
+                self._round_done.notify_all()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.retry_every)
 

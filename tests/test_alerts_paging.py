@@ -15,6 +15,20 @@ from tests.test_deploys import text_of
 from tests.test_oncall import PAGERDUTY_CATALOG, add_people, start_pagerduty_bot
 
 
+def critical_alert_catalog(tmp_path: Path, prometheus_url: str) -> Path:
+    """The on-call test catalog with one critical rule: error rate > 5 % for 30 s."""
+    path = tmp_path / "opsbot.yml"
+    path.write_text(
+        PAGERDUTY_CATALOG.read_text()
+        + f"metrics:\n  url: '{prometheus_url}'\n  poll_interval: 15s\n"
+        + f"  queries: {{error_rate: '{ERRORS}'}}\n"
+        + "alerts:\n"
+        + "  - {name: error-rate-critical, metric: error_rate, op: '>', threshold: 0.05,"
+        + " for: 30s, severity: critical}\n"
+    )
+    return path
+
+
 def events(pagerduty: FakePagerDuty) -> list[dict[str, object]]:
     return [r.json for r in pagerduty.requests if r.path == "/v2/enqueue"]
 
@@ -24,15 +38,7 @@ async def test_a_critical_alert_pages_and_its_page_follows_the_alert(
 ) -> None:
     add_people(fake_slack)
     async with running_prometheus_api() as api:
-        path = tmp_path / "opsbot.yml"
-        path.write_text(
-            PAGERDUTY_CATALOG.read_text()
-            + f"metrics:\n  url: '{api.url}'\n  poll_interval: 15s\n"
-            + f"  queries: {{error_rate: '{ERRORS}'}}\n"
-            + "alerts:\n"
-            + "  - {name: error-rate-critical, metric: error_rate, op: '>', threshold: 0.05,"
-            + " for: 30s, severity: critical}\n"
-        )
+        path = critical_alert_catalog(tmp_path, api.url)
         errors = Timeline()
         start = utc_now()
         errors.set("checkout", 0.2, since=0)
@@ -80,15 +86,7 @@ async def test_an_alert_whose_page_is_not_acknowledged_says_it_was_escalated(
 ) -> None:
     add_people(fake_slack)
     async with running_prometheus_api() as api:
-        path = tmp_path / "opsbot.yml"
-        path.write_text(
-            PAGERDUTY_CATALOG.read_text()
-            + f"metrics:\n  url: '{api.url}'\n  poll_interval: 15s\n"
-            + f"  queries: {{error_rate: '{ERRORS}'}}\n"
-            + "alerts:\n"
-            + "  - {name: error-rate-critical, metric: error_rate, op: '>', threshold: 0.05,"
-            + " for: 30s, severity: critical}\n"
-        )
+        path = critical_alert_catalog(tmp_path, api.url)
         errors = Timeline()
         start = utc_now()
         errors.set("checkout", 0.2, since=0)

@@ -82,6 +82,12 @@ async def eventually(check: Callable[[], Any], within: float, what: str) -> Any:
     raise AssertionError(f"not within {within} s: {what}")
 
 
+async def more_polls(api: PrometheusApi, polls: int) -> None:
+    """Wait until the scheduler has polled the metrics `polls` more times (one query each)."""
+    target = len(api.requests) + polls
+    await eventually(lambda: len(api.requests) >= target, 5 * polls + 5, f"{polls} more polls")
+
+
 def alert_posts(fake: FakeSlack, service: str) -> list[Message]:
     """Top-level alert messages about `service` (updates in place are the same message)."""
     return [
@@ -159,7 +165,9 @@ async def test_two_replicas_alert_page_and_escalate_once_and_survive_the_leaders
                 15,
                 "the escalation to level 2",
             )
-            await asyncio.sleep(4)  # several more polls and deadline checks by both replicas
+            # Four more polls by the leader (each a request at the metrics stand-in); its deadline
+            # checks run in between. Nothing more may be posted, paged or escalated.
+            await more_polls(api, 4)
 
             assert len(alert_posts(fake_slack, "checkout")) == 1
             assert len(triggers) == 1
@@ -182,7 +190,7 @@ async def test_two_replicas_alert_page_and_escalate_once_and_survive_the_leaders
             await eventually(survivor.leads, 10, "the survivor takes the lead")
             took_over = time.monotonic() - killed_at
             await eventually(lambda: alert_posts(fake_slack, "payments"), 15, "payments alert")
-            await asyncio.sleep(2)
+            await more_polls(api, 2)
             assert len(alert_posts(fake_slack, "payments")) == 1
             assert len(alert_posts(fake_slack, "checkout")) == 1
     # The survivor campaigns every half poll interval (0.5 s): one interval, plus start-up slack.

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from slack_bolt.async_app import AsyncApp
-
 from bot.alerts import messaging
 from bot.app import Services
 from bot.messages import Message, Outcome, Reply
@@ -32,7 +30,3 @@ def _alert_action(method: str) -> Any:
 
 button(messaging.ACKNOWLEDGE)(_alert_action("acknowledge"))
 button(messaging.SILENCE)(_alert_action("silence"))
-
-
-def register(app: AsyncApp, services: Services) -> None:
-    """Nothing to add to Bolt: the buttons above go through the catch-all in `actions`."""

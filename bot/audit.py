@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.db.models import AuditEntry, utc_now
 from bot.db.session import Database
 
 __all__ = ["AuditEntry", "entries", "record"]
 
+_INSERT = insert(AuditEntry)  # built once; each entry's values are its parameters
+
 
 async def record(
-    db_or_session: Database | AsyncSession,
+    db_or_session: Database | AsyncSession | AsyncConnection,
     *,
     actor: str,
     action: str,
@@ -23,22 +25,26 @@ async def record(
     detail: dict[str, Any] | None = None,
     request_id: str | None = None,
 ) -> None:
-    """Append one audit entry, in its own transaction or in the given session's."""
-    entry = AuditEntry(
-        at=utc_now(),
-        actor=actor,
-        channel=channel,
-        action=action,
-        outcome=outcome,
-        detail=detail,
-        request_id=request_id,
-    )
+    """Append one audit entry, on its own or in the given session's (connection's) transaction."""
+    values = {
+        "at": utc_now(),
+        "actor": actor,
+        "channel": channel,
+        "action": action,
+        "outcome": outcome,
+        "detail": detail,
+        "request_id": request_id,
+    }
     if isinstance(db_or_session, AsyncSession):
         # Part of the caller's transaction: the entry commits (or rolls back) with the change.
-        db_or_session.add(entry)
+        db_or_session.add(AuditEntry(**values))
         return
-    async with db_or_session.transaction() as session:
-        session.add(entry)
+    if isinstance(db_or_session, AsyncConnection):
+        await db_or_session.execute(_INSERT, values)  # in the caller's transaction
+        return
+    # On its own: one Core INSERT committing by itself (every request writes one).
+    async with db_or_session.autocommit() as connection:
+        await connection.execute(_INSERT, values)
 
 
 async def entries(db: Database, *, limit: int = 100, action: str | None = None) -> list[AuditEntry]:

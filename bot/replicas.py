@@ -67,17 +67,17 @@ class ReplicaRegistry:
                 .values(heartbeat_at=now, deploys=deploys)
             )
             if moved.rowcount == 0:  # type: ignore[attr-defined]
-                await session.execute(
-                    insert_or_ignore(
-                        session,
-                        Replica,
-                        id=self.id,
-                        host=self._host,
-                        pid=os.getpid(),
-                        started_at=now,
-                        heartbeat_at=now,
-                        deploys=deploys,
-                    )
+                await insert_or_ignore(
+                    session,
+                    Replica,
+                    {
+                        "id": self.id,
+                        "host": self._host,
+                        "pid": os.getpid(),
+                        "started_at": now,
+                        "heartbeat_at": now,
+                        "deploys": deploys,
+                    },
                 )
 
     def start(self) -> None:

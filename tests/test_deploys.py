@@ -112,8 +112,17 @@ async def test_deploy_to_dev_rolls_out_and_reports_every_step(
     assert any("Deploy #1 of checkout v2 to dev started" in t for t in replies(deploy_bot))
     async with deploy_bot.services.db.session() as session:
         assert await session.scalar(select(func.count()).select_from(Lock)) == 0
-    actions = [e.action for e in await audit.entries(deploy_bot.services.db)]
+    entries = await audit.entries(deploy_bot.services.db)
+    actions = [e.action for e in entries]
     assert "deploy:requested" in actions and "deploy:succeeded" in actions
+    (requested,) = [e for e in entries if e.action == "deploy:requested"]
+    assert (requested.actor, requested.outcome) == ("U0ALICE", "running")
+    assert requested.detail == {
+        "deploy": deploy.id,
+        "service": "checkout",
+        "environment": "dev",
+        "version": "v2",
+    }
     # What runs now is read once before the image changes: the gates' read serves the first
     # step too (the Kubernetes API sees one GET, then the PATCH).
     first_patch = next(i for i, r in enumerate(kube.requests) if r.method == "PATCH")

@@ -16,6 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event, make_url, text
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -108,6 +109,12 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_on_connect)
             event.listen(self.engine.sync_engine, "begin", _sqlite_on_begin)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # PostgreSQL: the same pool, each statement committing on its own (see `autocommit`).
+        self._autocommit: AsyncEngine | None = (
+            None
+            if self.dialect == "sqlite"
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
 
     def __repr__(self) -> str:
         return f"Database({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -121,6 +128,21 @@ class Database:
         """A session inside one transaction: committed on success, rolled back on error."""
         async with self._sessions() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for one statement that needs no transaction around it (an atomic
+        insert-or-ignore, a single read or update): on PostgreSQL it commits on its own, one round
+        trip instead of three (BEGIN, the statement, COMMIT), which the busiest paths pay for on
+        every request (bench/deploy_overhead.py). On SQLite it is an ordinary transaction: writers
+        there must take the write lock with BEGIN IMMEDIATE.
+        """
+        if self._autocommit is None:
+            async with self.engine.begin() as connection:
+                yield connection
+        else:
+            async with self._autocommit.connect() as connection:
+                yield connection
 
     async def upgrade(self, revision: str = "head") -> None:
         """Run Alembic migrations up to `revision` on this database; safe to run repeatedly."""

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import CursorResult, bindparam, delete, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.db.models import Lock, utc_now
 from bot.db.session import Database
@@ -31,12 +31,22 @@ class LockHolder:
         return f"locked by <@{self.holder}> since {since} ({what}){reason}"
 
 
+def unknown_holder() -> LockHolder:
+    """A lock that was taken a moment ago and is gone when read: reported, not retried."""
+    return LockHolder(holder="unknown", since=utc_now(), reason=None, sticky=False, deploy_id=None)
+
+
+_HOLDER = select(Lock.holder, Lock.acquired_at, Lock.reason, Lock.sticky, Lock.deploy_id).where(
+    Lock.service == bindparam("service"), Lock.environment == bindparam("environment")
+)
+
+
 def _holder(lock: Lock) -> LockHolder:
     return LockHolder(lock.holder, lock.acquired_at, lock.reason, lock.sticky, lock.deploy_id)
 
 
 async def acquire(
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     *,
     service: str,
     environment: str,
@@ -46,26 +56,20 @@ async def acquire(
     sticky: bool = False,
 ) -> LockHolder | None:
     """Take the lock in the caller's transaction; None on success, else who holds it."""
-    statement = insert_or_ignore(
-        session,
-        Lock,
-        service=service,
-        environment=environment,
-        holder=holder,
-        deploy_id=deploy_id,
-        reason=reason,
-        sticky=sticky,
-        acquired_at=utc_now(),
-    )
-    result = cast(CursorResult[Any], await session.execute(statement))
-    if result.rowcount == 1:
+    values = {
+        "service": service,
+        "environment": environment,
+        "holder": holder,
+        "deploy_id": deploy_id,
+        "reason": reason,
+        "sticky": sticky,
+        "acquired_at": utc_now(),
+    }
+    if await insert_or_ignore(session, Lock, values):
         return None
-    existing = await session.get(Lock, (service, environment), populate_existing=True)
-    if existing is None:  # released between our insert and our read: report, don't retry
-        return LockHolder(
-            holder="unknown", since=utc_now(), reason=None, sticky=False, deploy_id=None
-        )
-    return _holder(existing)
+    existing = await _read_holder(session, service=service, environment=environment)
+    # None: released between our insert and our read; report, don't retry.
+    return existing or unknown_holder()
 
 
 async def release_for_deploy(session: AsyncSession, *, deploy_id: int) -> bool:
@@ -96,12 +100,17 @@ async def release_manual(
 
 
 async def holder_of(db: Database, *, service: str, environment: str) -> LockHolder | None:
-    # Read before every deploy's gates: a Core select, without an ORM session's overhead.
-    statement = select(
-        Lock.holder, Lock.acquired_at, Lock.reason, Lock.sticky, Lock.deploy_id
-    ).where(Lock.service == service, Lock.environment == environment)
-    async with db.engine.connect() as connection:
-        row = (await connection.execute(statement)).first()
+    """Who holds the lock now (a read without a transaction: it may change the next moment)."""
+    async with db.autocommit() as connection:
+        return await _read_holder(connection, service=service, environment=environment)
+
+
+async def _read_holder(
+    session: AsyncSession | AsyncConnection, *, service: str, environment: str
+) -> LockHolder | None:
+    # One Core select, built once: no ORM objects for a read that only reports.
+    values = {"service": service, "environment": environment}
+    row = (await session.execute(_HOLDER, values)).first()
     return (
         LockHolder(row.holder, row.acquired_at, row.reason, row.sticky, row.deploy_id)
         if row

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import CursorResult, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,7 +29,7 @@ from bot.catalog import Catalog, Environment, Service
 from bot.certificates import default_ssl_context, probe_certificate
 from bot.db.models import DEPLOY_FINAL_STATES, Approval, Deploy, utc_now
 from bot.db.session import Database
-from bot.deploys import gates, locks
+from bot.deploys import gates, locks, records
 from bot.deploys.messaging import deploy_message
 from bot.deploys.playbook import (
     Playbook,
@@ -126,6 +126,7 @@ class Deploys:
         self.running: dict[int, _Running] = {}
         self._pending: dict[int, tuple[MessageRef, Message]] = {}
         self._publishers: dict[int, asyncio.Task[None]] = {}
+        self._posting: dict[int, asyncio.Future[None]] = {}  # a first post on its way
 
     # -- helpers ---------------------------------------------------------------------------------
     def _lookup(self, service: str, environment: str) -> tuple[Service, Environment]:
@@ -171,6 +172,7 @@ class Deploys:
         seconds, always with the newest state (Slack rate-limits chat.update; fifty deploys
         stepping at once must not flood it). `flush` sends what is pending.
         """
+        await self._posted(deploy)
         if deploy.message_ts and deploy.channel:
             self._pending[deploy.id] = (
                 MessageRef(deploy.channel, deploy.message_ts),
@@ -180,19 +182,36 @@ class Deploys:
                 self._publishers[deploy.id] = asyncio.ensure_future(self._publisher(deploy.id))
             return
         message = self._message(deploy)
+        posting = self._posting[deploy.id] = asyncio.get_running_loop().create_future()
         try:
             channel = self._channel_for(deploy.service)
             ref = await self.deps.notifier.post(channel, message)
         except Exception:
             log.exception("could not publish the message of deploy #%s", deploy.id)
             return
-        async with self.deps.db.engine.begin() as connection:  # Core: no ORM session needed
-            await connection.execute(
-                update(Deploy)
-                .where(Deploy.id == deploy.id)
-                .values(channel=ref.channel, message_ts=ref.ts, thread_ts=ref.ts)
-            )
-        deploy.channel, deploy.message_ts, deploy.thread_ts = ref.channel, ref.ts, ref.ts
+        else:
+            deploy.channel, deploy.message_ts, deploy.thread_ts = ref.channel, ref.ts, ref.ts
+            async with self.deps.db.autocommit() as connection:  # one Core statement
+                await connection.execute(
+                    _UPDATE_DEPLOY,
+                    {
+                        "deploy_id": deploy.id,
+                        "channel": ref.channel,
+                        "message_ts": ref.ts,
+                        "thread_ts": ref.ts,
+                        "updated_at": utc_now(),
+                    },
+                )
+        finally:
+            del self._posting[deploy.id]
+            posting.set_result(None)
+
+    async def _posted(self, deploy: Deploy) -> None:
+        """Until the deploy's first message, if it is being posted, is out (or has failed): an
+        update or a thread line must not race it and post a second message, or none."""
+        posting = self._posting.get(deploy.id)
+        if posting is not None:
+            await asyncio.shield(posting)
 
     async def publish(self, deploy: Deploy) -> None:
         """Post or update the deploy's message (for the rollback service)."""
@@ -225,6 +244,7 @@ class Deploys:
 
     async def _say(self, deploy: Deploy, text: str, preformatted: str | None = None) -> None:
         """A line in the deploy's thread (details, command output)."""
+        await self._posted(deploy)
         if not (deploy.channel and deploy.thread_ts):
             return
         thread = MessageRef(deploy.channel, deploy.thread_ts, deploy.thread_ts)
@@ -246,10 +266,10 @@ class Deploys:
         )
 
     async def _save(self, deploy: Deploy, **values: Any) -> None:
-        # A Core UPDATE on a connection: the ORM session cost more than the statement here.
-        async with self.deps.db.engine.begin() as connection:
+        # One Core UPDATE: an ORM session and a transaction cost more than the statement here.
+        async with self.deps.db.autocommit() as connection:
             await connection.execute(
-                update(Deploy).where(Deploy.id == deploy.id).values(updated_at=utc_now(), **values)
+                _UPDATE_DEPLOY, {"deploy_id": deploy.id, "updated_at": utc_now(), **values}
             )
         for key, value in values.items():
             setattr(deploy, key, value)
@@ -282,13 +302,6 @@ class Deploys:
         results: list[gates.GateResult] = []
         groups = await self.deps.directory.groups_of(requester, env.deployers)
         results.append(gates.check_deployer(env, requester, groups))
-        holder = await locks.holder_of(self.deps.db, service=svc.name, environment=env.name)
-        if holder:
-            results.append(
-                gates.GateResult(
-                    "lock", False, f"lock: {svc.name} in {env.name} is {holder.describe()}."
-                )
-            )
         results.append(gates.check_freeze(env, self.deps.clock()))
 
         previous_env = self.deps.catalog.previous_environment(env.name)
@@ -314,6 +327,14 @@ class Deploys:
             playbook = playbook_for(self.deps.playbooks, service=svc, strategy=strategy)
         except PlaybookError as exc:
             return refused(f"no playbook for this deploy: {'; '.join(exc.problems)}")
+        # The lock is read here only when the answer needs it: a refusal names the lock before
+        # lesser gates, a dry run shows it, and custom checks are not run against a locked
+        # target. Otherwise the deploy takes it atomically when it is created, and a holder found
+        # there is refused with the same sentence: a database round trip less per deploy.
+        if dry_run or playbook.checks or gates.evaluate(results):
+            holder = await locks.holder_of(self.deps.db, service=svc.name, environment=env.name)
+            if holder:
+                results.append(_lock_refusal(svc.name, env.name, holder))
         target = self._target(svc, env.name)
         handed_on = False
         try:
@@ -442,54 +463,43 @@ class Deploys:
             "target_state": {},
             "approved_by": [],
         }
+        values: dict[str, Any] = {
+            "service": svc.name,
+            "environment": env.name,
+            "version": version,
+            "previous_version": previous,
+            "strategy": strategy,
+            "state": state,
+            "requested_by": requester,
+            "dry_run": False,
+            "details": _jsonable(details),
+            "created_at": now,
+            "updated_at": now,
+            "started_at": None if env.approvals else now,
+            "approval_expires_at": now + env.approval_timeout if env.approvals else None,
+        }
         started = False
         try:
-            async with self.deps.db.transaction() as session:
-                deploy = Deploy(
-                    service=svc.name,
-                    environment=env.name,
-                    version=version,
-                    previous_version=previous,
-                    strategy=strategy,
-                    state=state,
-                    requested_by=requester,
-                    details=_jsonable(details),
-                    created_at=now,
-                    started_at=None if env.approvals else now,
-                    approval_expires_at=now + env.approval_timeout if env.approvals else None,
+            deploy_id = await records.insert_holding_lock(
+                self.deps.db,
+                values,
+                action="deploy:requested",
+                detail={"service": svc.name, "environment": env.name, "version": version},
+            )
+            if deploy_id is None:
+                holder = await locks.holder_of(self.deps.db, service=svc.name, environment=env.name)
+                lock = _lock_refusal(svc.name, env.name, holder or locks.unknown_holder())
+                return refused(
+                    f"deploy of {svc.name} {version} to {env.name} refused by {lock.reason}"
                 )
-                session.add(deploy)
-                await session.flush()
-                holder = await locks.acquire(
-                    session,
-                    service=svc.name,
-                    environment=env.name,
-                    holder=requester,
-                    deploy_id=deploy.id,
-                )
-                if holder is not None:
-                    await session.rollback()
-                    return refused(
-                        f"deploy of {svc.name} to {env.name} refused by lock: {svc.name} in "
-                        f"{env.name} is {holder.describe()}."
-                    )
-                # In the same transaction: the deploy, its lock and its audit entry exist together.
-                await audit.record(
-                    session,
-                    actor=requester,
-                    action="deploy:requested",
-                    outcome=state,
-                    detail={
-                        "deploy": deploy.id,
-                        "service": svc.name,
-                        "environment": env.name,
-                        "version": version,
-                    },
-                )
-            await self._publish(deploy)
+            deploy = Deploy(id=deploy_id, **values)
             if state == "running":
+                # The run walks to its first write while the message is posted (its own updates
+                # wait for that post, see `_publish`): the target is not kept waiting on Slack.
                 self.start(deploy.id, deploy, target)
                 started = True
+            await self._publish(deploy)
+            if started:
                 text = f"Deploy #{deploy.id} of {svc.name} {version} to {env.name} started."
             else:
                 text = (
@@ -1405,6 +1415,17 @@ class Deploys:
             ),
             public=True,
         )
+
+
+# Built once, run with each deploy's values as parameters (the deploy's hot path: building a
+# statement with its values costs more than running it, bench/deploy_overhead.py).
+_UPDATE_DEPLOY = update(Deploy).where(Deploy.id == bindparam("deploy_id"))
+
+
+def _lock_refusal(service: str, environment: str, holder: locks.LockHolder) -> gates.GateResult:
+    return gates.GateResult(
+        "lock", False, f"lock: {service} in {environment} is {holder.describe()}."
+    )
 
 
 def _state(deploy: Deploy) -> str:

@@ -235,19 +235,16 @@ class IncidentService:
     ) -> bool:
         """A timeline entry recorded once per (incident, source_key); True if it is new."""
         async with self.deps.db.transaction() as session:
-            statement = insert_or_ignore(
-                session,
-                TimelineEvent,
-                incident_id=incident_id,
-                at=at,
-                kind=kind,
-                actor=actor,
-                text=text,
-                data=data,
-                source_key=source_key[:255],
-            )
-            result = cast(CursorResult[Any], await session.execute(statement))
-            return result.rowcount == 1
+            values = {
+                "incident_id": incident_id,
+                "at": at,
+                "kind": kind,
+                "actor": actor,
+                "text": text,
+                "data": data,
+                "source_key": source_key[:255],
+            }
+            return await insert_or_ignore(session, TimelineEvent, values)
 
     async def timeline(self, incident_id: int) -> list[TimelineEvent]:
         async with self.deps.db.session() as session:

@@ -96,28 +96,27 @@ class Paging:
         """Record a page (idempotent on dedup_key) and trigger it unless send_at is later."""
         now = self.clock()
         async with self.db.transaction() as session:
-            result = await session.execute(
-                insert_or_ignore(
-                    session,
-                    Page,
-                    dedup_key=dedup_key,
-                    service=service,
-                    subject_kind=subject_kind,
-                    subject_id=subject_id,
-                    summary=summary,
-                    severity=severity,
-                    state="scheduled",
-                    send_at=send_at or now,
-                    channel=thread.channel if thread else None,
-                    thread_ts=(thread.thread_ts or thread.ts) if thread else None,
-                    details=dict(details) if details else None,
-                    escalation_level=1,
-                    attempts=0,
-                    created_at=now,
-                    updated_at=now,
-                )
+            inserted = await insert_or_ignore(
+                session,
+                Page,
+                {
+                    "dedup_key": dedup_key,
+                    "service": service,
+                    "subject_kind": subject_kind,
+                    "subject_id": subject_id,
+                    "summary": summary,
+                    "severity": severity,
+                    "state": "scheduled",
+                    "send_at": send_at or now,
+                    "channel": thread.channel if thread else None,
+                    "thread_ts": (thread.thread_ts or thread.ts) if thread else None,
+                    "details": dict(details) if details else None,
+                    "escalation_level": 1,
+                    "attempts": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                },
             )
-            inserted = _rows(result) == 1
         page = await self._get(dedup_key)
         if not inserted:
             return page

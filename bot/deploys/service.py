@@ -931,17 +931,30 @@ class Deploys:
 
     async def _run_step(self, step: Step, step_ctx: StepContext, persist: Any) -> StepResult:
         """Run one step; say it is running (a database write and a message update) only when it
-        takes longer than a moment, so quick and skipped steps cost one write, not two."""
+        takes longer than a moment, so quick and skipped steps cost one write, not two.
+
+        The step runs in this task, and a timer says it is running: a step with nothing to wait
+        for (a skipped script, a baseline without metrics) finishes without giving up the event
+        loop, so fifty deploys at once do not queue behind each other's work for every step
+        (bench/deploy_overhead.py).
+        """
         if step.kind == "rollback":
-            task = asyncio.ensure_future(self._rollback_step(step_ctx))
+            work = self._rollback_step(step_ctx)
         elif step.kind == "monitor":
-            task = asyncio.ensure_future(self._monitor(step_ctx, persist))
+            work = self._monitor(step_ctx, persist)
         else:
-            task = asyncio.ensure_future(run_step(step, step_ctx))
-        done, _ = await asyncio.wait({task}, timeout=self.quiet_step_seconds)
-        if not done:
-            await persist()
-        return await task
+            work = run_step(step, step_ctx)
+        announcing: list[asyncio.Future[None]] = []
+        timer = asyncio.get_running_loop().call_later(
+            self.quiet_step_seconds, lambda: announcing.append(asyncio.ensure_future(persist()))
+        )
+        try:
+            return await work
+        finally:
+            timer.cancel()
+            # The step's own outcome is written after "running", never before it.
+            for announcement in announcing:
+                await announcement
 
     async def _finish(self, deploy: Deploy, state: str, reason: str | None, persist: Any) -> None:
         async with self.deps.db.transaction() as session:

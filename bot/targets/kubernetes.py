@@ -407,12 +407,7 @@ class KubernetesDeployTarget(Target):
         if before == image:
             return StepResult(f"{name} already runs {image}; nothing to patch", state=state)
         patch = {"spec": {"template": {"spec": {"containers": [self._container_patch(image)]}}}}
-        await self._call(
-            f"PATCH {self._ref(name)}",
-            lambda: self._apps.patch_namespaced_deployment(
-                name, self._ns, patch, _request_timeout=self.request_timeout
-            ),
-        )
+        await self._patch_deployment(name, patch)
         return StepResult(
             f"{name}: image {image_tag(before)} → {image_tag(image)} (was revision {revision})",
             output=f"PATCH {self._ref(name)}: container {self.config.container} image {image}",
@@ -468,12 +463,7 @@ class KubernetesDeployTarget(Target):
                 {"op": "replace", "path": "/spec/template", "value": template},
                 {"op": "replace", "path": "/metadata/annotations", "value": annotations},
             ]
-            await self._call(
-                f"PATCH {self._ref(name)}",
-                lambda: self._apps.patch_namespaced_deployment(
-                    name, self._ns, operations, _request_timeout=self.request_timeout
-                ),
-            )
+            await self._patch_deployment(name, operations)
             note = f"{name}: template of revision {_revision(target)} ({image}) restored"
         deployment, lines = await self._wait_rolled_out(ctx, name, self.config.ready_timeout)
         return StepResult(
@@ -518,12 +508,7 @@ class KubernetesDeployTarget(Target):
             return StepResult(
                 f"{new_name} already runs {image} with {replicas} replicas", state=state
             )
-        await self._call(
-            f"PATCH {self._ref(new_name)}",
-            lambda: self._apps.patch_namespaced_deployment(
-                new_name, self._ns, {"spec": changes}, _request_timeout=self.request_timeout
-            ),
-        )
+        await self._patch_deployment(new_name, {"spec": changes})
         return StepResult(
             f"{new_name}: image {image_tag(self._container(idle)['image'])} → "
             f"{image_tag(image)}, {replicas} replicas (idle; {live_name} still serves)",
@@ -574,15 +559,7 @@ class KubernetesDeployTarget(Target):
             # Someone scaled the old colour down: bring it back before it gets traffic.
             serving_deployment = await self._read(self._colour_deployment(serving))
             replicas = serving_deployment["spec"].get("replicas", 1)
-            await self._call(
-                f"PATCH {self._ref(name)}",
-                lambda: self._apps.patch_namespaced_deployment(
-                    name,
-                    self._ns,
-                    {"spec": {"replicas": replicas}},
-                    _request_timeout=self.request_timeout,
-                ),
-            )
+            await self._patch_deployment(name, {"spec": {"replicas": replicas}})
         deployment, lines = await self._wait_rolled_out(ctx, name, self.config.ready_timeout)
         await self._switch_service(back_to)
         return StepResult(
@@ -708,15 +685,7 @@ class KubernetesDeployTarget(Target):
         deployment = await self._read(name)
         if deployment["spec"].get("replicas", 1) == replicas:
             return f"{name} already has {replicas} replica(s)"
-        await self._call(
-            f"PATCH {self._ref(name)}",
-            lambda: self._apps.patch_namespaced_deployment(
-                name,
-                self._ns,
-                {"spec": {"replicas": replicas}},
-                _request_timeout=self.request_timeout,
-            ),
-        )
+        await self._patch_deployment(name, {"spec": {"replicas": replicas}})
         return f"PATCH {self._ref(name)}: replicas {replicas}"
 
     # ------------------------------------------------------------------ shared pieces
@@ -856,17 +825,48 @@ class KubernetesDeployTarget(Target):
         watched, so this skips the client's model round trip (JSON → strict pydantic model →
         JSON again): ~1.8 ms a read saved (bench/deploy_overhead.py)."""
         what = f"GET {self._ref(name)}"
-
-        async def fetch() -> tuple[int, str | None, bytes]:
-            response = await self._apps.read_namespaced_deployment_without_preload_content(
+        body = await self._raw(
+            what,
+            lambda: self._apps.read_namespaced_deployment_without_preload_content(
                 name, self._ns, _request_timeout=self.request_timeout
-            )
+            ),
+            not_found_ok=not_found_ok,
+        )
+        if body is None:
+            return None
+        try:
+            answer = json.loads(body)
+        except ValueError as error:
+            raise TargetError(f"the Kubernetes API answered {what} with no JSON") from error
+        if not isinstance(answer, dict):
+            raise TargetError(f"the Kubernetes API answered {what} with no Deployment")
+        return answer
+
+    async def _patch_deployment(self, name: str, patch: JsonDict | list[JsonDict]) -> None:
+        """PATCH a Deployment: a dict is a strategic-merge patch, a list a JSON patch. Nothing
+        here needs the answer, so it is not turned into the client's models, which cost more
+        than the request on the path of every deploy (bench/deploy_overhead.py)."""
+        await self._raw(
+            f"PATCH {self._ref(name)}",
+            lambda: self._apps.patch_namespaced_deployment_without_preload_content(
+                name, self._ns, patch, _request_timeout=self.request_timeout
+            ),
+        )
+
+    async def _raw(
+        self, what: str, send: Callable[[], Awaitable[Any]], *, not_found_ok: bool = False
+    ) -> bytes | None:
+        """The body of a call made `*_without_preload_content` (None for a 404 that is fine);
+        an error status becomes the same TargetError as from the client's other calls."""
+
+        async def call() -> tuple[int, str | None, bytes]:
+            response = await send()
             try:
                 return response.status, response.reason, await response.read()
             finally:
                 response.release()
 
-        status, reason, body = await self._call(what, fetch)
+        status, reason, body = await self._call(what, call)
         if status == 404 and not_found_ok:
             return None
         if status >= 400:
@@ -876,13 +876,7 @@ class KubernetesDeployTarget(Target):
                 f"Kubernetes API answered {what} with HTTP {status}: {_api_message(error)}",
                 retryable=status in _RETRYABLE_STATUSES,
             )
-        try:
-            answer = json.loads(body)
-        except ValueError as error:
-            raise TargetError(f"the Kubernetes API answered {what} with no JSON") from error
-        if not isinstance(answer, dict):
-            raise TargetError(f"the Kubernetes API answered {what} with no Deployment")
-        return answer
+        return body
 
     async def _read_service(self) -> JsonDict:
         if not self.config.service:

@@ -12,6 +12,7 @@ transaction that creates the deploy and released only by the deploy that holds i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -113,6 +114,9 @@ class _Running:
     details: dict[str, Any] = field(default_factory=dict)
     promote_by: str | None = None
     abort_by: str | None = None
+    # Set when the run first has something to show: it changed the target, a step takes a
+    # while, or the run ended. The request that started it answers then (see `_create`).
+    news: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Deploys:
@@ -494,11 +498,17 @@ class Deploys:
                 )
             deploy = Deploy(id=deploy_id, **values)
             if state == "running":
-                # The run walks to its first write while the message is posted (its own updates
-                # wait for that post, see `_publish`): the target is not kept waiting on Slack.
                 self.start(deploy.id, deploy, target)
                 started = True
-            await self._publish(deploy)
+                # The change goes first, the messages about it right after: the run posts the
+                # deploy's message with its first news (a write to the target, a step that takes
+                # longer than a moment, or its end), and the reply waits for that, at most a
+                # moment. Fifty deploys at once reach their targets without queuing behind each
+                # other's Slack messages and bookkeeping (bench/deploy_overhead.py).
+                await self._news_of(deploy.id)
+                await self._posted(deploy)
+            if not deploy.message_ts:
+                await self._publish(deploy)
             if started:
                 text = f"Deploy #{deploy.id} of {svc.name} {version} to {env.name} started."
             else:
@@ -643,6 +653,14 @@ class Deploys:
         return expired
 
     # -- the run ---------------------------------------------------------------------------------
+    async def _news_of(self, deploy_id: int) -> None:
+        """Until the run has something to show (see `_Running.news`), a moment at most."""
+        run = self.running.get(deploy_id)
+        if run is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.quiet_step_seconds):
+                    await run.news.wait()
+
     def start(
         self, deploy_id: int, deploy: Deploy | None = None, target: Target | None = None
     ) -> None:
@@ -723,6 +741,7 @@ class Deploys:
             details["target_state"] = context.state
             await self._save(deploy, details=_jsonable(details))
             await self._publish(deploy)
+            run.news.set()
 
         try:
             for step_record in steps:
@@ -804,6 +823,7 @@ class Deploys:
             else:
                 await self._finish(deploy, "succeeded", None, persist)
         finally:
+            run.news.set()
             await target.close()
 
     def _auto_rule(self, deploy: Deploy) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.messages import Button, Message
+from bot.slack.render import mrkdwn
 
 SECTION_LIMIT = 3000
 BLOCK_LIMIT = 50
@@ -30,7 +31,7 @@ def _button(button: Button) -> dict[str, Any]:
         title, text = button.confirm
         element["confirm"] = {
             "title": {"type": "plain_text", "text": title[:100]},
-            "text": {"type": "mrkdwn", "text": truncate(text, 300)},
+            "text": {"type": "mrkdwn", "text": truncate(mrkdwn(text), 300)},
             "confirm": {"type": "plain_text", "text": button.label[:30]},
             "deny": {"type": "plain_text", "text": "Cancel"},
         }
@@ -43,10 +44,12 @@ def to_blocks(message: Message) -> list[dict[str, Any]]:
         blocks.append(
             {"type": "header", "text": {"type": "plain_text", "text": message.title[:150]}}
         )
-    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": truncate(message.text)}})
+    blocks.append(
+        {"type": "section", "text": {"type": "mrkdwn", "text": truncate(mrkdwn(message.text))}}
+    )
     if message.fields:
         fields = [
-            {"type": "mrkdwn", "text": truncate(f"*{name}*\n{value}", 2000)}
+            {"type": "mrkdwn", "text": truncate(f"*{name}*\n{mrkdwn(value)}", 2000)}
             for name, value in message.fields[:10]
         ]
         blocks.append({"type": "section", "fields": fields})
@@ -59,11 +62,14 @@ def to_blocks(message: Message) -> list[dict[str, Any]]:
         )
     if message.context:
         blocks.append(
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(message.context)}]}
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": truncate(mrkdwn(message.context))}],
+            }
         )
     return blocks[:BLOCK_LIMIT]
 
 
 def to_payload(message: Message) -> dict[str, Any]:
     """Arguments for chat.postMessage / chat.update / a response_url, `text` as the fallback."""
-    return {"text": truncate(message.text), "blocks": to_blocks(message)}
+    return {"text": truncate(mrkdwn(message.text)), "blocks": to_blocks(message)}

@@ -46,22 +46,9 @@ class SlackStandIn(Workspace):
     entries of `_handlers`, and use `_after_call` to see every answered call.
     """
 
-    def __init__(
-        self,
-        *,
-        team_id: str = "T0OPSBOT",
-        bot_user_id: str = "U0OPSBOT",
-        users: list[dict[str, Any]] | None = None,
-        usergroups: dict[str, list[str]] | None = None,
-        team_domain: str = "opsbot",
-    ) -> None:
-        super().__init__(
-            team_id=team_id,
-            bot_user_id=bot_user_id,
-            users=users,
-            usergroups=usergroups,
-            team_domain=team_domain,
-        )
+    def __init__(self, **workspace: Any) -> None:
+        """Takes Workspace's arguments: team_id, bot_user_id, users, usergroups, team_domain."""
+        super().__init__(**workspace)
         self.calls: list[ApiCall] = []
         self.on_message: OnMessage | None = None
         self._runner: web.AppRunner | None = None

@@ -26,7 +26,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.slack.standin import SlackStandIn  # noqa: E402
+from bot.console.standin import SlackStandIn  # noqa: E402
 from bot.web import slack_signature  # noqa: E402
 
 SECRET = "bench-signing-secret"

@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 from bot.alerts.service import Alerting  # noqa: E402
 from bot.catalog import load_catalog, parse_duration  # noqa: E402
+from bot.console.standin import Message, SlackStandIn  # noqa: E402
 from bot.db.session import Database  # noqa: E402
 from bot.events import EventBus  # noqa: E402
 from bot.slack.notifier import SlackNotifier  # noqa: E402
-from bot.slack.standin import Message, SlackStandIn  # noqa: E402
 
 METRICS = {
     # metric: (query, healthy value, rule)

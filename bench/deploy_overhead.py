@@ -33,7 +33,7 @@ from bench.ack_latency import (  # noqa: E402
     percentile,
     wait_healthy,
 )
-from bot.slack.standin import Message, SlackStandIn  # noqa: E402
+from bot.console.standin import Message, SlackStandIn  # noqa: E402
 from tests.fakes.kubernetes import running_fake_kubernetes  # noqa: E402
 from tests.fakes.slack_client import SlackRequests  # noqa: E402
 

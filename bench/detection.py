@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.ack_latency import SECRET, TOKEN, free_port, wait_healthy  # noqa: E402
 from bot.catalog import parse_duration  # noqa: E402
-from bot.slack.standin import Message, SlackStandIn  # noqa: E402
+from bot.console.standin import Message, SlackStandIn  # noqa: E402
 from tests.fakes.kubernetes import running_fake_kubernetes  # noqa: E402
 from tests.fakes.prometheus import running_exporter, running_prometheus  # noqa: E402
 from tests.fakes.slack_client import SlackRequests  # noqa: E402

@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SETTINGS
 
     if args.command == "shell":
-        from bot.slack.console import run_console
+        from bot.console.shell import run_console
 
         return asyncio.run(run_console(settings, catalog, user=args.user, channel=args.channel))
 

@@ -25,7 +25,7 @@ from bot.alerts import messaging
 from bot.alerts.plan import plan
 from bot.alerts.service import Alerting
 from bot.catalog import CatalogError, load_catalog
-from bot.db.models import Alert, Deploy, utc_now
+from bot.db.models import Deploy, utc_now
 from bot.db.session import Database
 from bot.events import ServiceEvent
 from tests.conftest import TEST_CATALOG, RunningBot, start_bot
@@ -33,13 +33,13 @@ from tests.fakes.kubernetes import FakeKubernetes
 from tests.fakes.prometheus_api import PrometheusApi, Timeline, running_prometheus_api
 from tests.fakes.slack import FakeSlack
 from tests.fakes.tls import tls_server
-from tests.test_deploys import buttons, finish, text_of
+from tests.helpers.alerts import ERRORS, STEP, alerts
+from tests.helpers.deploys import finish
+from tests.helpers.messages import buttons, text_of
 
 # Polls run at synthetic times near the real one: buttons act at the real time (a silence lasts an
 # hour from the click), so the two must agree.
 T0 = utc_now().replace(second=0, microsecond=0)
-STEP = timedelta(seconds=15)
-ERRORS = "sum by (service) (rate(errors[1m])) / sum by (service) (rate(requests[1m]))"
 LATENCY = "histogram_quantile(0.99, sum by (service, le) (rate(latency_bucket[1m])))"
 RULES = """alerts:
   - {name: error-rate-warning, metric: error_rate, op: ">", threshold: 0.01, for: 1m,
@@ -126,11 +126,6 @@ def alert_messages(fake: FakeSlack, *, top_level: bool = True) -> list[Any]:
         and (m.thread_ts is None) == top_level
         and "alert #" in text_of(m)
     ]
-
-
-async def alerts(db: Database) -> list[Alert]:
-    async with db.session() as session:
-        return list(await session.scalars(select(Alert).order_by(Alert.id)))
 
 
 # --- the catalog: rules globally and per service ------------------------------------------------

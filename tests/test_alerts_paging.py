@@ -10,9 +10,9 @@ from bot.db.session import Database
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.prometheus_api import Timeline, running_prometheus_api
 from tests.fakes.slack import FakeSlack
-from tests.test_alerts import ERRORS, STEP, alerts
-from tests.test_deploys import text_of
-from tests.test_oncall import PAGERDUTY_CATALOG, add_people, start_pagerduty_bot
+from tests.helpers.alerts import ERRORS, STEP, alerts
+from tests.helpers.messages import text_of
+from tests.helpers.oncall import PAGERDUTY_CATALOG, add_people, start_pagerduty_bot
 
 
 def critical_alert_catalog(tmp_path: Path, prometheus_url: str) -> Path:

@@ -15,7 +15,7 @@ from bot.db.session import Database
 from tests.conftest import TEST_CATALOG, start_bot
 from tests.fakes.prometheus import Exporter, running_exporter, running_prometheus
 from tests.fakes.slack import FakeSlack
-from tests.test_deploys import text_of
+from tests.helpers.messages import text_of
 
 ERROR_RATE = (
     'sum by (service) (rate(http_requests_total{code="500"}[4s]))'

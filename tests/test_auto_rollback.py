@@ -14,7 +14,8 @@ from tests.conftest import OLD_CHECKOUT, TEST_CATALOG, RunningBot, start_bot
 from tests.fakes.kubernetes import FakeKubernetes
 from tests.fakes.prometheus import Exporter, running_exporter, running_prometheus
 from tests.fakes.slack import FakeSlack
-from tests.test_deploys import buttons, deploy_messages, deploys, finish, replies, text_of
+from tests.helpers.deploys import deploy_messages, deploys, finish
+from tests.helpers.messages import buttons, replies, text_of
 
 ERROR_RATE = (
     'sum(rate(http_requests_total{service="checkout",code=~"5.."}[4s]))'

@@ -379,8 +379,29 @@ async def test_replicas_upgrading_a_fresh_postgres_database_together_both_succee
 async def test_warming_a_postgres_database_opens_the_whole_pool_at_once(
     postgres_database: Database,
 ) -> None:
-    await postgres_database.engine.dispose()
-    await postgres_database.warm()
-    pool = postgres_database.engine.pool
-    assert pool.checkedin() == postgres_database.pool_size  # type: ignore[attr-defined]
-    assert await postgres_database.ping()
+    """After warm(), a burst as large as the pool finds every connection already open."""
+    database = postgres_database
+    await database.dispose()
+    await database.warm()
+    async with database.session() as session:
+        warmed_at = await session.scalar(text("SELECT clock_timestamp()"))
+    opened: list[datetime] = []
+    everyone_connected = asyncio.Event()
+
+    async def one_of_a_burst() -> None:
+        async with database.session() as session:
+            opened.append(
+                await session.scalar(
+                    text("SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+                )
+            )
+            if len(opened) == database.pool_size:
+                everyone_connected.set()
+            await everyone_connected.wait()  # hold the connection: the burst needs them all
+
+    async with asyncio.timeout(30):
+        await asyncio.gather(*(one_of_a_burst() for _ in range(database.pool_size)))
+    # PostgreSQL started every connection the burst used before the burst began.
+    assert len(opened) == database.pool_size
+    assert all(started < warmed_at for started in opened)
+    assert await database.ping()

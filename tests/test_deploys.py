@@ -8,7 +8,6 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trustme
@@ -17,7 +16,7 @@ from sqlalchemy import func, select
 
 from bot import audit
 from bot.catalog import Catalog, load_catalog
-from bot.db.models import Deploy, Lock, utc_now
+from bot.db.models import Lock, utc_now
 from bot.db.session import Database
 from bot.deploys import messaging
 from tests.conftest import TEST_CATALOG, RunningBot, start_bot
@@ -31,6 +30,8 @@ from tests.fakes.aws import (
 from tests.fakes.kubernetes import FakeKubernetes
 from tests.fakes.slack import FakeSlack
 from tests.fakes.tls import tls_server
+from tests.helpers.deploys import deploy_messages, deploys, finish
+from tests.helpers.messages import buttons, replies, text_of
 
 OLD = "registry.example/checkout:v1"
 
@@ -48,50 +49,6 @@ async def deploy_bot(
         fake_slack, database, catalog, environ={"KUBECONFIG": str(kubeconfig)}
     ) as running:
         yield running
-
-
-async def finish(bot: RunningBot) -> None:
-    """Wait for the command's work and for every deploy it started."""
-    await bot.settle()
-    while bot.services.deploys.running:
-        await asyncio.gather(*(r.task for r in list(bot.services.deploys.running.values())))
-    await bot.settle()
-    await bot.services.deploys.flush()
-
-
-async def deploys(db: Database) -> list[Deploy]:
-    async with db.session() as session:
-        return list(await session.scalars(select(Deploy).order_by(Deploy.id)))
-
-
-def deploy_messages(bot: RunningBot) -> list[Any]:
-    return [
-        m
-        for m in bot.fake.messages
-        if m.channel == "C0DEPLOYS"
-        and not m.thread_ts
-        and m.source == "api"
-        and not m.ephemeral_for
-    ]
-
-
-def replies(bot: RunningBot) -> list[str]:
-    return [
-        m.text or "" for m in bot.fake.messages if m.ephemeral_for or m.source == "response_url"
-    ]
-
-
-def text_of(message: Any) -> str:
-    """Everything a person sees in a message, as one string."""
-    return json.dumps(message.blocks, ensure_ascii=False)
-
-
-def buttons(message: Any) -> dict[str, dict[str, Any]]:
-    found = {}
-    for block in message.blocks or []:
-        for element in block.get("elements", []) if block.get("type") == "actions" else []:
-            found[element["action_id"]] = element
-    return found
 
 
 async def test_deploy_to_dev_rolls_out_and_reports_every_step(

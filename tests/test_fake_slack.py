@@ -23,7 +23,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.slack.standin import Message, SlackStandIn
+from bot.console.standin import Message, SlackStandIn
 from tests.fakes.slack import FakeSlack, running_fake_slack
 from tests.fakes.slack_client import SlackRequests
 

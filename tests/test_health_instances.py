@@ -35,7 +35,8 @@ from bot.targets.kubernetes import KubernetesDeployTarget
 from tests.conftest import TEST_CATALOG, start_bot
 from tests.fakes.kubernetes import FakeKubernetes
 from tests.fakes.slack import FakeSlack
-from tests.test_deploys import deploy_messages, deploys, finish, text_of
+from tests.helpers.deploys import deploy_messages, deploys, finish
+from tests.helpers.messages import text_of
 
 OLD_WEB = "registry.example/web:v1"
 PODS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]

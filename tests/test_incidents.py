@@ -26,7 +26,7 @@ from tests.conftest import RunningBot, start_bot
 from tests.fakes.kubernetes import FakeKubernetes
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.slack import FakeSlack, Message
-from tests.test_deploys import finish
+from tests.helpers.deploys import finish
 
 CATALOG = Path(__file__).resolve().parent / "data" / "incidents.yml"
 BERLIN = ZoneInfo("Europe/Berlin")

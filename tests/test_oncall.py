@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,37 +13,24 @@ from bot.catalog import Catalog, load_catalog
 from bot.db.session import Database
 from bot.oncall.pagerduty import PagerDutyApi
 from bot.oncall.schedule import OncallDirectory, OncallUnavailable
-from bot.settings import Settings
 from bot.slack.people import SlackPeople
-from tests.conftest import BOT_TOKEN, RunningBot, start_bot
+from tests.conftest import BOT_TOKEN
 from tests.fakes.pagerduty import FakePagerDuty, OncallUser
 from tests.fakes.slack import FakeSlack
-from tests.test_deploys import text_of
+from tests.helpers.messages import text_of
+from tests.helpers.oncall import (
+    ALICE,
+    BOB,
+    PAGERDUTY_CATALOG,
+    STATIC_CATALOG,
+    add_people,
+    fast,
+    pd_settings,
+    start_pagerduty_bot,
+)
 
-DATA = Path(__file__).resolve().parent / "data"
-PAGERDUTY_CATALOG = DATA / "oncall-pagerduty.yml"
-STATIC_CATALOG = DATA / "oncall-static.yml"
-
-ALICE = OncallUser("PALICE1", "Alice Doe", "alice@example.com")
-BOB = OncallUser("PBOB001", "Bob Roe", "bob@example.com")
 HANDOFF = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
 DANA = OncallUser("PDANA01", "Dana Poe", "dana@example.com")  # not in Slack
-
-
-def add_people(fake_slack: FakeSlack) -> None:
-    fake_slack.add_user("U0ALICE", "alice", "alice@example.com", "Alice Doe")
-    fake_slack.add_user("U0BOB", "bob", "bob@example.com", "Bob Roe")
-    fake_slack.add_user("U0CAROL", "carol", "carol@example.com", "Carol Loe")
-
-
-def pd_settings(pagerduty: FakePagerDuty, **changes: object) -> Settings:
-    return dataclasses.replace(Settings(), **pagerduty.settings_changes(), **changes)
-
-
-def fast(api: PagerDutyApi) -> PagerDutyApi:
-    """The client's retry back-off, lowered so failing tests do not sleep for seconds."""
-    api.sleep_timer = 0.01
-    return api
 
 
 def directory(
@@ -62,22 +47,6 @@ def directory(
         people=SlackPeople(client),
         **options,
     )
-
-
-@contextlib.asynccontextmanager
-async def start_pagerduty_bot(
-    fake: FakeSlack, database: Database, pagerduty: FakePagerDuty, config_path: Path
-) -> AsyncIterator[RunningBot]:
-    """opsbot as `opsbot run` builds it (conftest.start_bot), pointed at the fake PagerDuty."""
-    async with start_bot(
-        fake,
-        database,
-        load_catalog(config_path, {}),
-        config_path=config_path,
-        prepare=lambda services: fast(services.oncall.pagerduty),
-        **pagerduty.settings_changes(),
-    ) as running:
-        yield running
 
 
 # ------------------------------------------------------------------ PagerDuty provider

@@ -17,7 +17,8 @@ from bot.deploys import messaging
 from tests.conftest import start_bot
 from tests.fakes.kubernetes import FakeKubernetes
 from tests.fakes.slack import FakeSlack
-from tests.test_deploys import buttons, deploy_messages, deploys, text_of
+from tests.helpers.deploys import deploy_messages, deploys
+from tests.helpers.messages import buttons, text_of
 
 
 async def test_a_live_peers_deploy_is_spared_and_a_dead_peers_deploy_is_recovered(

@@ -24,7 +24,7 @@ from bot.slack.people import SlackPeople
 from tests.conftest import BOT_TOKEN
 from tests.fakes.pagerduty import FakePagerDuty, Recorded
 from tests.fakes.slack import FakeSlack
-from tests.test_oncall import (
+from tests.helpers.oncall import (
     ALICE,
     BOB,
     PAGERDUTY_CATALOG,

@@ -21,8 +21,9 @@ from bot.db.models import Alert, Deploy, Incident, Page, Postmortem, TimelineEve
 from bot.db.session import Database
 from tests.conftest import ROOT, RunningBot, start_bot
 from tests.fakes.slack import FakeSlack
+from tests.helpers.db import add
+from tests.helpers.incidents import INCIDENT_CHANNEL, with_incidents
 
-INCIDENT_CHANNEL = "C0INC1"
 SECTIONS = (
     "## Summary",
     "## Impact",
@@ -41,10 +42,6 @@ HOSTILE = (
     "<!channel> paged, <@U0ALICE> rolled back; @here see [docs](javascript:alert(1)) | x |\n"
     "# Root cause: <@U0BOB>"
 )
-
-
-def with_incidents(catalog: Catalog, **changes: Any) -> Catalog:
-    return catalog.model_copy(update={"incidents": catalog.incidents.model_copy(update=changes)})
 
 
 @pytest.fixture
@@ -66,13 +63,6 @@ async def running(
     )
     async with start_bot(fake_slack, database, configured) as bot:
         yield bot
-
-
-async def add(database: Database, *rows: Any) -> None:
-    async with database.transaction() as session:
-        for row in rows:
-            session.add(row)
-            await session.flush()
 
 
 async def incident_with_history(

@@ -17,7 +17,8 @@ from bot.db.session import Database
 from bot.incidents.postmortem import markdown_inline, reminder_step
 from tests.conftest import RunningBot, bot_settings, start_bot
 from tests.fakes.slack import FakeSlack
-from tests.test_postmortem import INCIDENT_CHANNEL, add, with_incidents
+from tests.helpers.db import add
+from tests.helpers.incidents import INCIDENT_CHANNEL, with_incidents
 
 DUE = timedelta(minutes=10)  # a short `incidents.postmortem_due`
 RESOLVED = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)

@@ -23,11 +23,11 @@ from tests.conftest import BOT_TOKEN, SIGNING_SECRET
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.prometheus_api import PrometheusApi, Timeline, running_prometheus_api
 from tests.fakes.slack import FakeSlack, Message
-from tests.test_deploys import text_of
-from tests.test_oncall import ALICE, BOB, PAGERDUTY_CATALOG, add_people
-from tests.test_run import free_port, wait_healthy
+from tests.helpers.alerts import ERRORS
+from tests.helpers.messages import text_of
+from tests.helpers.oncall import ALICE, BOB, PAGERDUTY_CATALOG, add_people
+from tests.helpers.processes import free_port, wait_healthy
 
-ERRORS = "sum by (service) (rate(errors[1m])) / sum by (service) (rate(requests[1m]))"
 ROOT = Path(__file__).resolve().parent.parent
 ELECTED = "this replica now runs the scheduler"
 

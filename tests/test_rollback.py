@@ -16,7 +16,8 @@ from bot.deploys import messaging
 from tests.conftest import RunningBot, start_bot
 from tests.fakes.kubernetes import FakeKubernetes
 from tests.fakes.slack import FakeSlack
-from tests.test_deploys import buttons, deploy_messages, deploys, finish, replies, text_of
+from tests.helpers.deploys import deploy_messages, deploys, finish
+from tests.helpers.messages import buttons, replies, text_of
 
 V2 = "registry.example/checkout:v2"
 

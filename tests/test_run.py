@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,15 +24,10 @@ from bot.messages import Message, Outcome, Reply
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET, TEST_CATALOG, bot_settings
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_client import SlackRequests
+from tests.helpers.processes import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_TOKEN = "xapp-1-A0OPSBOT-1234-abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def command_payload(requests: SlackRequests, command: str, text: str) -> dict[str, Any]:
@@ -59,19 +53,6 @@ async def opsbot_process(env: dict[str, str], tmp_path: Path) -> AsyncIterator[A
         if process.returncode is None:
             process.kill()
             await process.wait()
-
-
-async def wait_healthy(port: int, process: Any) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
-            if process.returncode is not None:
-                raise AssertionError(f"opsbot exited: {(await process.stderr.read()).decode()}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise AssertionError("opsbot never answered /healthz")
 
 
 async def test_opsbot_run_serves_http_and_stops_cleanly(

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from bot.slack.standin import Answer, ApiCall, JsonDict, Message, SlackApiFailure, SlackStandIn
+from bot.console.standin import Answer, ApiCall, JsonDict, Message, SlackApiFailure, SlackStandIn
 
 __all__ = ["ApiCall", "FakeSlack", "Message", "running_fake_slack"]
 

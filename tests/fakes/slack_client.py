@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from bot.slack.standin import SlackStandIn
+from bot.console.standin import SlackStandIn
 from bot.web import slack_signature
 
 __all__ = ["SlackRequests"]

@@ -21,9 +21,9 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.app import Services, build_bolt_app, build_services
 from bot.catalog import Catalog
+from bot.console.standin import Message, SlackStandIn
 from bot.db.session import Database
 from bot.settings import Settings
-from bot.slack.standin import Message, SlackStandIn
 from bot.web import slack_signature
 
 CONSOLE_HELP = """\

@@ -5,28 +5,34 @@ from __future__ import annotations
 
 from typing import Any
 
+from slack_bolt.async_app import AsyncApp
+
 from bot.alerts import messaging
-from bot.app import Services
-from bot.messages import Message, Outcome, Reply
-from handlers.actions import button
-from handlers.common import Respond, send_reply
+from bot.messages import Outcome
+from bot.services import Services
+from handlers.common import ButtonWork, HandlerDeps, Request, press_numbered
 
 
-def _alert_action(method: str) -> Any:
-    async def press(
-        services: Services, action: dict[str, Any], body: dict[str, Any], respond: Respond
-    ) -> Outcome:
-        value = str(action.get("value", ""))
-        if not value.isdigit():
-            await send_reply(respond, Reply(Message(":warning: this button names no alert.")))
-            return Outcome("invalid")
-        user = (body.get("user") or {}).get("id", "unknown")
-        result = await getattr(services.alerts, method)(alert_id=int(value), user=user)
-        await send_reply(respond, Reply(result.message, public=result.public))
-        return Outcome("ok" if result.ok else "refused", {"alert": int(value)})
+def alert_button(method: str) -> ButtonWork:
+    """A button on an alert's message: `Alerting.<method>(alert_id=…, user=…)`."""
+
+    async def press(services: Services, value: str, request: Request) -> Outcome:
+        act: Any = getattr(services.alerts, method)
+        return await press_numbered(
+            request,
+            value,
+            names="alert",
+            act=lambda alert_id: act(alert_id=alert_id, user=request.user_id),
+            detail=lambda alert_id: {"alert": alert_id},
+        )
 
     return press
 
 
-button(messaging.ACKNOWLEDGE)(_alert_action("acknowledge"))
-button(messaging.SILENCE)(_alert_action("silence"))
+def register(app: AsyncApp, deps: HandlerDeps) -> None:
+    deps.buttons.update(
+        {
+            messaging.ACKNOWLEDGE: alert_button("acknowledge"),
+            messaging.SILENCE: alert_button("silence"),
+        }
+    )

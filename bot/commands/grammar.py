@@ -1,0 +1,36 @@
+"""The table of slash commands opsbot answers, and the one entry point that parses them."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from bot.catalog import Catalog
+from bot.commands import deploy, incident, oncall, postmortem, rollback
+from bot.commands.base import CommandSpec, Help, Invalid, ParseResult, tokenize
+
+# In this order in help texts ("It knows /deploy, /rollback, …").
+COMMANDS: Mapping[str, CommandSpec] = MappingProxyType(
+    {
+        spec.name: spec
+        for spec in (deploy.SPEC, rollback.SPEC, incident.SPEC, postmortem.SPEC, oncall.SPEC)
+    }
+)
+
+
+def parse(command: str, text: str, catalog: Catalog) -> ParseResult:
+    spec = COMMANDS.get(command)
+    if spec is None:
+        return Invalid(f"opsbot does not know the command {command}")
+    words = tokenize(text)
+    if isinstance(words, Invalid):
+        return words
+    if (not words and spec.empty_is_help) or (words and words[0].lower() == "help"):
+        return Help()
+    result = spec.parser(words, catalog)
+    if isinstance(result, Invalid) and result.replace:
+        wrong, right = result.replace
+        fixed = [right if word == wrong else word for word in words]
+        result = Invalid(result.message, result.replace, f"{command} {shlex.join(fixed)}")
+    return result

@@ -3,36 +3,29 @@ Declare incident the incidents'). Parse, call one Alerting method, reply; carry_
 
 from __future__ import annotations
 
-from typing import Any
+from types import MappingProxyType
 
 from slack_bolt.async_app import AsyncApp
 
 from bot.alerts import messaging
-from bot.messages import Outcome
+from bot.messages import Result
 from bot.services import Services
-from handlers.common import ButtonWork, HandlerDeps, Request, press_numbered
+from handlers.common import ButtonWork, HandlerDeps, record_button
+
+# The buttons on an alert's message (their value is the alert's id) -> the `Alerting` method each
+# calls, as method(alert_id=…, user=…).
+ALERT_BUTTONS = MappingProxyType(
+    {messaging.ACKNOWLEDGE: "acknowledge", messaging.SILENCE: "silence"}
+)
 
 
 def alert_button(method: str) -> ButtonWork:
-    """A button on an alert's message: `Alerting.<method>(alert_id=…, user=…)`."""
+    async def act(services: Services, alert_id: int, user: str) -> Result:
+        return await getattr(services.alerts, method)(alert_id=alert_id, user=user)
 
-    async def press(services: Services, value: str, request: Request) -> Outcome:
-        act: Any = getattr(services.alerts, method)
-        return await press_numbered(
-            request,
-            value,
-            names="alert",
-            act=lambda alert_id: act(alert_id=alert_id, user=request.user_id),
-            detail=lambda alert_id: {"alert": alert_id},
-        )
-
-    return press
+    return record_button("alert", act, lambda alert_id: {"alert": alert_id})
 
 
 def register(app: AsyncApp, deps: HandlerDeps) -> None:
-    deps.buttons.update(
-        {
-            messaging.ACKNOWLEDGE: alert_button("acknowledge"),
-            messaging.SILENCE: alert_button("silence"),
-        }
-    )
+    for action_id, method in ALERT_BUTTONS.items():
+        deps.buttons[action_id] = alert_button(method)

@@ -185,31 +185,34 @@ def answer(result: Result) -> tuple[Reply, Outcome]:
     return Reply(result.message, public=result.public), Outcome("ok" if result.ok else "refused")
 
 
-async def press_numbered(
-    request: Request,
-    value: str,
-    *,
-    names: str,
-    act: Callable[[int], Awaitable[Result]],
-    detail: Callable[[int], dict[str, object]],
-) -> Outcome:
-    """A button whose value is a record's id (a deploy, an alert, an incident): act on it, reply."""
-    if not value.isdigit():
-        await send_reply(
-            request.respond, Reply(Message(f":warning: this button names no {names}."))
-        )
-        return Outcome("invalid")
-    reply, outcome = answer(await act(int(value)))
-    await send_reply(request.respond, reply)
-    outcome.detail.update(detail(int(value)))
-    return outcome
-
-
 # What a command's form does: (services, form, request) -> the reply and the audited outcome.
 RouteWork = Callable[[Services, Any, Request], Awaitable[tuple[Reply | None, Outcome]]]
 # What a button does: (services, the button's value, request) -> the audited outcome.
 ButtonWork = Callable[[Services, str, Request], Awaitable[Outcome]]
 Routes = dict[type[Parsed], RouteWork]
+
+
+def record_button(
+    names: str,
+    act: Callable[[Services, int, str], Awaitable[Result]],
+    detail: Callable[[int], dict[str, object]],
+) -> ButtonWork:
+    """A button whose value is a record's id (a deploy, an alert, an incident).
+
+    `act(services, record_id, user_id)` is the one domain call; `detail` what the audit keeps.
+    """
+
+    async def press(services: Services, value: str, request: Request) -> Outcome:
+        if not value.isdigit():
+            text = f":warning: this button names no {names}."
+            await send_reply(request.respond, Reply(Message(text)))
+            return Outcome("invalid")
+        reply, outcome = answer(await act(services, int(value), request.user_id))
+        await send_reply(request.respond, reply)
+        outcome.detail.update(detail(int(value)))
+        return outcome
+
+    return press
 
 
 @dataclass

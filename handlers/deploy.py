@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from types import MappingProxyType
 
 from slack_bolt.async_app import AsyncApp
 
@@ -16,9 +16,9 @@ from bot.commands import (
 )
 from bot.deploys import messaging
 from bot.deploys.rollback import parse_value
-from bot.messages import Message, Outcome, Reply
+from bot.messages import Message, Outcome, Reply, Result
 from bot.services import Services
-from handlers.common import ButtonWork, HandlerDeps, Request, answer, press_numbered, send_reply
+from handlers.common import ButtonWork, HandlerDeps, Request, answer, record_button, send_reply
 
 Answer = tuple[Reply, Outcome]
 
@@ -94,20 +94,27 @@ async def rollback_button(services: Services, value: str, request: Request) -> O
     return outcome
 
 
+# The buttons on a deploy's message (their value is the deploy's id) -> the `Deploys` method each
+# calls, as method(deploy_id=…, user=…).
+DEPLOY_BUTTONS = MappingProxyType(
+    {
+        messaging.APPROVE: "approve",
+        messaging.REJECT: "reject",
+        messaging.ABORT: "abort",
+        messaging.PROMOTE: "promote",
+        messaging.RESUME: "resume",
+        messaging.ROLL_BACK: "roll_back_interrupted",
+        messaging.RELEASE_LOCK: "release_lock",
+        messaging.ACKNOWLEDGE: "acknowledge",
+    }
+)
+
+
 def deploy_button(method: str) -> ButtonWork:
-    """A button on a deploy's message: `Deploys.<method>(deploy_id=…, user=…)`."""
+    async def act(services: Services, deploy_id: int, user: str) -> Result:
+        return await getattr(services.deploys, method)(deploy_id=deploy_id, user=user)
 
-    async def press(services: Services, value: str, request: Request) -> Outcome:
-        act: Any = getattr(services.deploys, method)
-        return await press_numbered(
-            request,
-            value,
-            names="deploy",
-            act=lambda deploy_id: act(deploy_id=deploy_id, user=request.user_id),
-            detail=lambda deploy_id: {"deploy": deploy_id},
-        )
-
-    return press
+    return record_button("deploy", act, lambda deploy_id: {"deploy": deploy_id})
 
 
 def register(app: AsyncApp, deps: HandlerDeps) -> None:
@@ -121,17 +128,7 @@ def register(app: AsyncApp, deps: HandlerDeps) -> None:
             RollbackRequest: rollback,
         }
     )
-    deps.buttons.update(
-        {
-            messaging.ROLLBACK_CONFIRM: rollback_button,
-            messaging.ROLLBACK_DEPLOY: rollback_button,
-            messaging.APPROVE: deploy_button("approve"),
-            messaging.REJECT: deploy_button("reject"),
-            messaging.ABORT: deploy_button("abort"),
-            messaging.PROMOTE: deploy_button("promote"),
-            messaging.RESUME: deploy_button("resume"),
-            messaging.ROLL_BACK: deploy_button("roll_back_interrupted"),
-            messaging.RELEASE_LOCK: deploy_button("release_lock"),
-            messaging.ACKNOWLEDGE: deploy_button("acknowledge"),
-        }
-    )
+    deps.buttons[messaging.ROLLBACK_CONFIRM] = rollback_button
+    deps.buttons[messaging.ROLLBACK_DEPLOY] = rollback_button
+    for action_id, method in DEPLOY_BUTTONS.items():
+        deps.buttons[action_id] = deploy_button(method)

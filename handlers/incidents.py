@@ -31,7 +31,7 @@ from handlers.common import (
     Respond,
     answer,
     ephemeral_responder,
-    press_numbered,
+    record_button,
     send_reply,
 )
 from handlers.views import incident_form
@@ -110,17 +110,12 @@ async def stats(services: Services, form: IncidentStats, request: Request) -> An
     return answer(await services.incidents.stats(args=list(form.args)))
 
 
-async def acknowledge(services: Services, value: str, request: Request) -> Outcome:
-    """Acknowledge on the incident channel's first message."""
-    return await press_numbered(
-        request,
-        value,
-        names="incident",
-        act=lambda incident_id: services.incidents.acknowledge(
-            incident_id=incident_id, user=request.user_id
-        ),
-        detail=lambda incident_id: {"incident": f"INC-{incident_id}"},
-    )
+# Acknowledge, on the incident channel's first message; its value is the incident's id.
+acknowledge = record_button(
+    "incident",
+    lambda s, n, user: s.incidents.acknowledge(incident_id=n, user=user),
+    lambda incident_id: {"incident": f"INC-{incident_id}"},
+)
 
 
 # -- the declare form -----------------------------------------------------------------------------

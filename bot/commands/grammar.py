@@ -7,15 +7,16 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from bot.catalog import Catalog
-from bot.commands import deploy, incident, oncall, postmortem, rollback
 from bot.commands.base import CommandSpec, Help, Invalid, ParseResult, tokenize
+from bot.commands.deploy import SPEC as DEPLOY
+from bot.commands.incident import SPEC as INCIDENT
+from bot.commands.oncall import SPEC as ONCALL
+from bot.commands.postmortem import SPEC as POSTMORTEM
+from bot.commands.rollback import SPEC as ROLLBACK
 
 # In this order in help texts ("It knows /deploy, /rollback, …").
 COMMANDS: Mapping[str, CommandSpec] = MappingProxyType(
-    {
-        spec.name: spec
-        for spec in (deploy.SPEC, rollback.SPEC, incident.SPEC, postmortem.SPEC, oncall.SPEC)
-    }
+    {spec.name: spec for spec in (DEPLOY, ROLLBACK, INCIDENT, POSTMORTEM, ONCALL)}
 )
 
 

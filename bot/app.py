@@ -1,13 +1,9 @@
-"""Composition root: builds the Slack client, the Bolt app and the services handlers use."""
+"""Composition root: builds the Slack client, the services, and the Bolt app with its listeners."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -25,150 +21,26 @@ from bot.db.session import Database
 from bot.deploys.playbook import load_playbooks
 from bot.deploys.rollback import Rollbacks
 from bot.deploys.service import DeployDeps, Deploys
-from bot.events import EventBus
 from bot.incidents.postmortem import PostmortemDeps, Postmortems
 from bot.incidents.service import IncidentDeps, IncidentService
-from bot.metrics_registry import BotMetrics
 from bot.oncall.pagerduty import PagerDutyApi
 from bot.oncall.paging import Paging
 from bot.oncall.schedule import OncallDirectory
 from bot.replicas import ReplicaRegistry
+from bot.services import Services
 from bot.settings import Settings
 from bot.slack.files import SlackChannelMembers, SlackFileUploader
 from bot.slack.notifier import SlackDirectory, SlackNotifier
 from bot.slack.people import SlackPeople
 from bot.slack.workspace import SlackWorkspace
+from handlers import actions, alerts, commands, deploy, incidents, oncall, postmortem
+from handlers.common import HandlerDeps, Routes
 
-log = logging.getLogger(__name__)
+__all__ = ["Services", "build_bolt_app", "build_client", "build_services", "playbooks_dir"]
 
-
-class WorkTracker:
-    """Counts work still running after an ack, so the console and shutdown can wait for it."""
-
-    def __init__(self) -> None:
-        self._running = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def started(self) -> None:
-        self._running += 1
-        self._idle.clear()
-
-    def finished(self) -> None:
-        self._running -= 1
-        if self._running <= 0:
-            self._running = 0
-            self._idle.set()
-
-    @property
-    def running(self) -> int:
-        return self._running
-
-    async def idle(self, within: float | None = None) -> None:
-        """Wait until no work is running; TimeoutError after `within` seconds."""
-        await asyncio.wait_for(self._idle.wait(), within)
-
-
-class AckGate:
-    """Lets acks go first: work after an ack waits (briefly) while acks keep arriving.
-
-    Slack gives an ack 3 seconds and work none. Each ack runs start to finish without waiting on
-    I/O, so "an ack is in flight" is almost never true even in a burst; what tells a burst is
-    that the last ack began moments ago. Work starts once no ack has begun for `quiet_period`,
-    or after `max_wait` at the latest, so a burst is acknowledged before its database writes.
-    """
-
-    def __init__(self, quiet_period: float = 0.02, max_wait: float = 1.0) -> None:
-        self.quiet_period = quiet_period
-        self.max_wait = max_wait
-        self._in_flight = 0
-        self._last_ack = 0.0
-
-    def enter(self) -> None:
-        self._in_flight += 1
-        self._last_ack = time.monotonic()
-
-    def leave(self) -> None:
-        self._in_flight = max(0, self._in_flight - 1)
-
-    async def quiet(self) -> None:
-        """Return when acks have paused for `quiet_period`, or after `max_wait` at most."""
-        deadline = time.monotonic() + self.max_wait
-        while True:
-            now = time.monotonic()
-            calm_for = now - self._last_ack
-            if (self._in_flight == 0 and calm_for >= self.quiet_period) or now >= deadline:
-                return
-            # A deliberate, bounded back-off: re-check when the quiet period could have passed.
-            await asyncio.sleep(min(max(self.quiet_period - calm_for, 0.005), deadline - now))
-
-
-@dataclass
-class Services:
-    """Everything a handler may use; built once per process by `build_services`."""
-
-    settings: Settings
-    catalog: Catalog
-    db: Database
-    client: AsyncWebClient
-    deploys: Deploys = field(init=False)
-    rollbacks: Rollbacks = field(init=False)
-    # Issue 5 and 6 services; each is built in build_services below, in its own marked block.
-    oncall: OncallDirectory = field(init=False)
-    paging: Paging = field(init=False)
-    alerts: Alerting = field(init=False)
-    incidents: IncidentService = field(init=False)
-    postmortems: Postmortems = field(init=False)
-    replicas: ReplicaRegistry = field(init=False)
-    metrics: BotMetrics = field(default_factory=BotMetrics)
-    events: EventBus = field(default_factory=EventBus)
-    tracker: WorkTracker = field(default_factory=WorkTracker)
-    gate: AckGate = field(default_factory=AckGate)
-    worker_count: int = 64
-    _queue: asyncio.Queue[Callable[[], Awaitable[None]]] = field(default_factory=asyncio.Queue)
-    _workers: list[asyncio.Task[None]] = field(default_factory=list)
-
-    def after_ack(self, work: Callable[[], Awaitable[None]]) -> None:
-        """Queue `work` to run once the ack is out, acks of other requests going first.
-
-        Bolt's lazy listeners do the same but deep-copy every request to do it, which cost more
-        CPU than the whole ack in bench/ack_latency.py. A small pool of workers takes the queue,
-        each starting an item only when no ack is in flight (or after the gate's max wait), so a
-        burst of requests is acknowledged before its database writes run. Work here should be
-        quick (parse, check, record, reply); a long process such as a deploy is started from here
-        and runs in its own task.
-        """
-        self.tracker.started()
-        if not self._workers:
-            self._workers = [
-                asyncio.ensure_future(self._work_loop()) for _ in range(self.worker_count)
-            ]
-        self._queue.put_nowait(work)
-
-    async def _work_loop(self) -> None:
-        while True:
-            work = await self._queue.get()
-            try:
-                await self.gate.quiet()
-                await work()
-            except Exception:
-                log.exception("work after an ack failed")
-            finally:
-                self.tracker.finished()
-
-    async def close(self) -> None:
-        """Stop the workers (after `tracker.idle()` when the queued work should finish)."""
-        for worker in self._workers:
-            worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers = []
-        from bot.targets.kubernetes import close_clients
-
-        await close_clients()
-        await self.alerts.close()
-        self.paging.close()
-        if self.client.session is not None and not self.client.session.closed:
-            await self.client.session.close()
+# Every module of listeners, in the order Bolt tries them (the first match runs): the specific
+# listeners of events, views and actions first, the catch-alls in `actions` last.
+LISTENERS = (deploy, alerts, postmortem, commands, oncall, incidents, actions)
 
 
 def build_client(settings: Settings, token: str | None = None) -> AsyncWebClient:
@@ -286,10 +158,12 @@ class _DropTokenNotice(logging.Filter):
         return "`token` will be unused" not in record.getMessage()
 
 
-def build_bolt_app(services: Services) -> AsyncApp:
-    """The one Bolt app: Slack over HTTP, Socket Mode and the console all dispatch into it."""
-    from handlers import register_all
+def build_bolt_app(services: Services, routes: Routes | None = None) -> AsyncApp:
+    """The one Bolt app: Slack over HTTP, Socket Mode and the console all dispatch into it.
 
+    `routes` is the app's table of command forms to their work, filled here by the listeners'
+    modules; pass one in to reach it afterwards (tests swap a form's work in it).
+    """
     bolt_logger = logging.getLogger("slack_bolt")
     if not any(isinstance(f, _DropTokenNotice) for f in bolt_logger.filters):
         bolt_logger.addFilter(_DropTokenNotice())
@@ -301,5 +175,7 @@ def build_bolt_app(services: Services) -> AsyncApp:
         request_verification_enabled=False,
         logger=bolt_logger,
     )
-    register_all(app, services)
+    deps = HandlerDeps(services, routes=routes if routes is not None else {})
+    for module in LISTENERS:
+        module.register(app, deps)
     return app

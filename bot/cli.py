@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -111,25 +110,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return asyncio.run(serve(settings, catalog))
 
 
-def _settle_garbage_collector() -> None:
-    """Everything that exists once the bot has started (modules, clients, the catalog: most of
-    its heap) lives until it stops: keep the cyclic garbage collector off it, which removes GC
-    pauses from the ack latency tail (bench/ack_latency.py). And collect the young generation
-    every 20,000 allocations instead of 700: a burst of requests allocates fast, and the default
-    thresholds cost about a sixth of the bot's CPU in bench/deploy_overhead.py. Reference
-    counting still frees nearly everything at once; only cycles wait a little longer.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 100)
-
-
 async def serve(settings: Settings, catalog: Catalog) -> int:
     """Serve Slack until SIGINT or SIGTERM, then let running work finish."""
     from aiohttp import web
 
     from bot.app import build_bolt_app, build_services
     from bot.db.session import Database
+    from bot.runtime import settle_garbage_collector
     from bot.scheduler import LeaderScheduler
     from bot.web import build_web_app
 
@@ -170,7 +157,7 @@ async def serve(settings: Settings, catalog: Catalog) -> int:
     else:
         log.info("serving Slack on port %s (POST /slack/events)", settings.port)
 
-    _settle_garbage_collector()
+    settle_garbage_collector()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

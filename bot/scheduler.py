@@ -21,8 +21,8 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot.app import Services
 from bot.leader import Leadership
+from bot.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 
-from bot.app import Services
+from bot.services import Services
 
 log = logging.getLogger("opsbot.web")
 
@@ -98,14 +98,14 @@ async def slack_events(request: web.Request) -> web.Response:
         return web.json_response({"error": reason}, status=400)
 
     bolt = request.app[BOLT_KEY]
-    services.gate.enter()
+    services.work.gate.enter()
     try:
         bolt_response = await bolt.async_dispatch(bolt_request)
     except Exception:
         log.exception("Bolt failed on a %s request", kind)
         bolt_response = None
     finally:
-        services.gate.leave()
+        services.work.gate.leave()
     if bolt_response is None or bolt_response.status >= 500:
         # Never a 500: Slack would show the user an opaque failure and may retry.
         metrics.requests.labels(command, "error").inc()

@@ -3,30 +3,29 @@ Declare incident the incidents'). Parse, call one Alerting method, reply; carry_
 
 from __future__ import annotations
 
-from typing import Any
+from types import MappingProxyType
+
+from slack_bolt.async_app import AsyncApp
 
 from bot.alerts import messaging
-from bot.app import Services
-from bot.messages import Message, Outcome, Reply
-from handlers.actions import button
-from handlers.common import Respond, send_reply
+from bot.messages import Result
+from bot.services import Services
+from handlers.common import ButtonWork, HandlerDeps, record_button
+
+# The buttons on an alert's message (their value is the alert's id) -> the `Alerting` method each
+# calls, as method(alert_id=…, user=…).
+ALERT_BUTTONS = MappingProxyType(
+    {messaging.ACKNOWLEDGE: "acknowledge", messaging.SILENCE: "silence"}
+)
 
 
-def _alert_action(method: str) -> Any:
-    async def press(
-        services: Services, action: dict[str, Any], body: dict[str, Any], respond: Respond
-    ) -> Outcome:
-        value = str(action.get("value", ""))
-        if not value.isdigit():
-            await send_reply(respond, Reply(Message(":warning: this button names no alert.")))
-            return Outcome("invalid")
-        user = (body.get("user") or {}).get("id", "unknown")
-        result = await getattr(services.alerts, method)(alert_id=int(value), user=user)
-        await send_reply(respond, Reply(result.message, public=result.public))
-        return Outcome("ok" if result.ok else "refused", {"alert": int(value)})
+def alert_button(method: str) -> ButtonWork:
+    async def act(services: Services, alert_id: int, user: str) -> Result:
+        return await getattr(services.alerts, method)(alert_id=alert_id, user=user)
 
-    return press
+    return record_button("alert", act, lambda alert_id: {"alert": alert_id})
 
 
-button(messaging.ACKNOWLEDGE)(_alert_action("acknowledge"))
-button(messaging.SILENCE)(_alert_action("silence"))
+def register(app: AsyncApp, deps: HandlerDeps) -> None:
+    for action_id, method in ALERT_BUTTONS.items():
+        deps.buttons[action_id] = alert_button(method)

@@ -9,24 +9,13 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.app import Services
-from bot.commands import COMMANDS, Help, Invalid, Parsed, parse
+from bot.commands import COMMANDS, Help, Invalid, parse
 from bot.messages import Button, Message, Outcome, Reply
-from handlers.common import Respond, carry_out, pooled_respond, reply_payload, send_reply
-
-# (command, action) -> what does it; later features add their entries with `route`.
-Work = Callable[[Services, Parsed, dict[str, Any]], Awaitable[tuple[Reply | None, Outcome]]]
-ROUTES: dict[tuple[str, str], Work] = {}
+from handlers.common import HandlerDeps, Request, reply_payload, send_reply
 
 RERUN_ACTION = "rerun_command"
 
-
-def route(command: str, action: str) -> Callable[[Work], Work]:
-    def decorate(work: Work) -> Work:
-        ROUTES[(command, action)] = work
-        return work
-
-    return decorate
+Ack = Callable[..., Awaitable[Any]]
 
 
 def usage_reply(command: str) -> Reply:
@@ -56,107 +45,68 @@ def describe(command: str, text: str) -> str:
     return f"{command} {first}".strip()
 
 
-async def run_command(
-    services: Services,
-    *,
-    command: str,
-    text: str,
-    user_id: str,
-    channel_id: str | None,
-    respond: Respond,
-) -> Outcome:
+async def run_command(deps: HandlerDeps, request: Request, *, command: str, text: str) -> Outcome:
     """Carry out a parsed command and reply; shared by slash commands and the re-run button."""
+    services = deps.services
     result = parse(command, text, services.catalog)
     if isinstance(result, Help):
-        await respond(**usage_payload(command))
+        await request.respond(**usage_payload(command))
         return Outcome("usage")
     if isinstance(result, Invalid):
-        await send_reply(respond, invalid_reply(command, result))
+        await send_reply(request.respond, invalid_reply(command, result))
         return Outcome("invalid", {"reason": result.message})
-    work = ROUTES.get((result.command, result.action))
+    work = deps.routes.get(type(result))
     if work is None:
         message = Message(
             f":construction: `{command} {text.strip()}`: {result.action} is not available in "
             "this version of opsbot yet. Nothing was changed."
         )
-        await send_reply(respond, Reply(message))
+        await send_reply(request.respond, Reply(message))
         return Outcome("unavailable", {"action": result.action})
-    context = {"user_id": user_id, "channel_id": channel_id}
-    reply, outcome = await work(services, result, context)
+    reply, outcome = await work(services, result, request)
     if reply is not None:
-        await send_reply(respond, reply)
+        await send_reply(request.respond, reply)
     return outcome
 
 
-def register(app: AsyncApp, services: Services) -> None:
-    def listener_for(command: str) -> Callable[..., Awaitable[None]]:
-        async def on_command(
-            ack: Callable[..., Awaitable[Any]], body: dict[str, Any], respond: Respond
-        ) -> None:
-            respond = pooled_respond(services, body, respond)
-            text = body.get("text", "")
-            user_id = body.get("user_id", "unknown")
-            channel_id = body.get("channel_id")
-            # Usage and parse errors are pure and instant: answer them in the ack itself.
-            result = parse(command, text, services.catalog)
-            answered: Outcome | None = None
-            if isinstance(result, Help):
-                await ack(**usage_payload(command))
-                answered = Outcome("usage")
-            elif isinstance(result, Invalid):
-                await ack(**reply_payload(invalid_reply(command, result)))
-                answered = Outcome("invalid", {"reason": result.message})
-            else:
-                await ack()
+def command_listener(deps: HandlerDeps, command: str) -> Callable[..., Awaitable[None]]:
+    """The listener of one slash command: usage and parse errors are answered in the ack."""
 
-            async def work() -> Outcome:
-                return await run_command(
-                    services,
-                    command=command,
-                    text=text,
-                    user_id=user_id,
-                    channel_id=channel_id,
-                    respond=respond,
-                )
+    async def on_command(ack: Ack, body: dict[str, Any], respond: Any) -> None:
+        text = body.get("text", "")
+        request = Request.of_command(deps.services, body, respond)
+        # Usage and parse errors are pure and instant: answer them in the ack itself.
+        result = parse(command, text, deps.services.catalog)
+        answered: Outcome | None = None
+        if isinstance(result, Help):
+            await ack(**usage_payload(command))
+            answered = Outcome("usage")
+        elif isinstance(result, Invalid):
+            await ack(**reply_payload(invalid_reply(command, result)))
+            answered = Outcome("invalid", {"reason": result.message})
+        else:
+            await ack()
 
-            async def after_ack() -> None:
-                await carry_out(
-                    services,
-                    body=body,
-                    action=describe(command, text),
-                    user_id=user_id,
-                    channel_id=channel_id,
-                    respond=respond,
-                    work=work,
-                    answered=answered,
-                )
+        async def work() -> Outcome:
+            return await run_command(deps, request, command=command, text=text)
 
-            services.after_ack(after_ack)
+        deps.after_ack(request, action=describe(command, text), work=work, answered=answered)
 
-        return on_command
+    return on_command
 
+
+def register(app: AsyncApp, deps: HandlerDeps) -> None:
+    """One listener per slash command opsbot knows, and one answer for those it does not."""
     for name in COMMANDS:
-        app.command(name)(listener_for(name))
+        app.command(name)(command_listener(deps, name))
 
-    async def on_unknown_command(
-        ack: Callable[..., Awaitable[Any]], body: dict[str, Any], respond: Respond
-    ) -> None:
-        respond = pooled_respond(services, body, respond)
+    async def on_unknown_command(ack: Ack, body: dict[str, Any], respond: Any) -> None:
         command = str(body.get("command", "?"))[:40]
         known = ", ".join(COMMANDS)
         await ack(text=f":warning: opsbot does not know {command}. It knows {known}.")
-
-        async def after_ack() -> None:
-            await carry_out(
-                services,
-                body=body,
-                action="unknown command",
-                user_id=body.get("user_id", "unknown"),
-                channel_id=body.get("channel_id"),
-                respond=respond,
-                answered=Outcome("invalid", {"command": command}),
-            )
-
-        services.after_ack(after_ack)
+        request = Request.of_command(deps.services, body, respond)
+        deps.after_ack(
+            request, action="unknown command", answered=Outcome("invalid", {"command": command})
+        )
 
     app.command(re.compile(r".*"))(on_unknown_command)

@@ -1,19 +1,23 @@
-"""What every listener shares: de-duplication, audit, metrics and error reporting after the ack."""
+"""What every listener shares: its dependencies, the work after the ack, audit and error reports."""
 
 from __future__ import annotations
 
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot import audit
-from bot.app import Services
+from bot.commands import Parsed
 from bot.dedup import claim_request, request_key
 from bot.logging import request_id_var, user_id_var
 from bot.messages import Message, Outcome, Reply, Result
+from bot.services import Services
 from bot.slack.blocks import to_payload
 
 log = logging.getLogger("opsbot.handlers")
@@ -50,6 +54,23 @@ def pooled_respond(services: Services, body: dict[str, Any], fallback: Respond) 
     return respond
 
 
+def ephemeral_responder(client: AsyncWebClient, channel: str | None, user: str) -> Respond:
+    """A `respond` for requests without a response_url (a modal): ephemeral, or a DM."""
+
+    async def respond(**payload: Any) -> None:
+        payload.pop("response_type", None)
+        payload.pop("replace_original", None)
+        if channel:
+            try:
+                await client.chat_postEphemeral(channel=channel, user=user, **payload)
+                return
+            except SlackApiError:
+                log.info("could not answer %s in %s; sending a direct message", user, channel)
+        await client.chat_postMessage(channel=user, **payload)
+
+    return respond
+
+
 async def send_reply(respond: Respond, reply: Reply) -> None:
     try:
         await respond(**reply_payload(reply))
@@ -58,14 +79,41 @@ async def send_reply(respond: Respond, reply: Reply) -> None:
         log.exception("could not deliver a reply to the user")
 
 
+@dataclass(frozen=True)
+class Request:
+    """One Slack request as a listener hands it on: who asked, where, and how to answer."""
+
+    body: dict[str, Any]
+    user_id: str
+    channel_id: str | None
+    respond: Respond
+
+    @classmethod
+    def of_command(cls, services: Services, body: dict[str, Any], respond: Respond) -> Request:
+        """A slash command's request (its fields are at the top of the body)."""
+        return cls(
+            body,
+            body.get("user_id", "unknown"),
+            body.get("channel_id"),
+            pooled_respond(services, body, respond),
+        )
+
+    @classmethod
+    def of_action(cls, services: Services, body: dict[str, Any], respond: Respond) -> Request:
+        """A button press's request (an interaction payload: user and channel are objects)."""
+        return cls(
+            body,
+            (body.get("user") or {}).get("id", "unknown"),
+            (body.get("channel") or {}).get("id"),
+            pooled_respond(services, body, respond),
+        )
+
+
 async def carry_out(
     services: Services,
+    request: Request,
     *,
-    body: dict[str, Any],
     action: str,
-    user_id: str,
-    channel_id: str | None,
-    respond: Respond,
     work: Callable[[], Awaitable[Outcome]] | None = None,
     answered: Outcome | None = None,
 ) -> None:
@@ -76,14 +124,14 @@ async def carry_out(
     """
     request_id = uuid.uuid4().hex[:12]
     request_id_var.set(request_id)
-    user_id_var.set(user_id)
-    key = request_key(body)
+    user_id_var.set(request.user_id)
+    key = request_key(request.body)
     kind = action.split(" ")[0]
 
     def audited(outcome: Outcome) -> dict[str, Any]:
         return {
-            "actor": user_id,
-            "channel": channel_id,
+            "actor": request.user_id,
+            "channel": request.channel_id,
             "action": action,
             "outcome": outcome.name,
             "detail": outcome.detail or None,
@@ -100,7 +148,7 @@ async def carry_out(
         else:
             fresh = await claim_request(services.db, key=key, kind=kind)
             if fresh:
-                outcome = await _run(work, action, request_id, respond)
+                outcome = await _run(work, action, request_id, request.respond)
                 await audit.record(services.db, **audited(outcome))
         if not fresh:
             log.info("ignored a repeated delivery of %s (%s)", action, key)
@@ -114,7 +162,7 @@ async def carry_out(
             f":x: opsbot could not record `{action}` ({type(exc).__name__}); "
             f"its state store may be down. Request `{request_id}`."
         )
-        await send_reply(respond, Reply(Message(text)))
+        await send_reply(request.respond, Reply(Message(text)))
 
 
 async def _run(
@@ -135,3 +183,67 @@ async def _run(
 def answer(result: Result) -> tuple[Reply, Outcome]:
     """A domain action's result as the reply and the audited outcome of a route."""
     return Reply(result.message, public=result.public), Outcome("ok" if result.ok else "refused")
+
+
+# What a command's form does: (services, form, request) -> the reply and the audited outcome.
+RouteWork = Callable[[Services, Any, Request], Awaitable[tuple[Reply | None, Outcome]]]
+# What a button does: (services, the button's value, request) -> the audited outcome.
+ButtonWork = Callable[[Services, str, Request], Awaitable[Outcome]]
+Routes = dict[type[Parsed], RouteWork]
+
+
+def record_button(
+    names: str,
+    act: Callable[[Services, int, str], Awaitable[Result]],
+    detail: Callable[[int], dict[str, object]],
+) -> ButtonWork:
+    """A button whose value is a record's id (a deploy, an alert, an incident).
+
+    `act(services, record_id, user_id)` is the one domain call; `detail` what the audit keeps.
+    """
+
+    async def press(services: Services, value: str, request: Request) -> Outcome:
+        if not value.isdigit():
+            text = f":warning: this button names no {names}."
+            await send_reply(request.respond, Reply(Message(text)))
+            return Outcome("invalid")
+        reply, outcome = answer(await act(services, int(value), request.user_id))
+        await send_reply(request.respond, reply)
+        outcome.detail.update(detail(int(value)))
+        return outcome
+
+    return press
+
+
+@dataclass
+class HandlerDeps:
+    """What every `register(app, deps)` receives: the services and this app's tables.
+
+    `routes` (a command's form -> its work) and `buttons` (action_id -> its work) are filled by
+    the handler modules' `register` and read by the listeners in `commands` and `actions`.
+    """
+
+    services: Services
+    routes: Routes = field(default_factory=dict)
+    buttons: dict[str, ButtonWork] = field(default_factory=dict)
+
+    def after_ack(
+        self,
+        request: Request,
+        *,
+        action: str,
+        work: Callable[[], Awaitable[Outcome]] | None = None,
+        answered: Outcome | None = None,
+        only_if: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
+        """Ack first, then this: run `work` once, audited, failures told (see `carry_out`).
+
+        `only_if`, when given, is asked first (after the ack): False drops the request unaudited.
+        """
+
+        async def later() -> None:
+            if only_if is not None and not await only_if():
+                return
+            await carry_out(self.services, request, action=action, work=work, answered=answered)
+
+        self.services.work.after_ack(later)

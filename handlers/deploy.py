@@ -1,133 +1,134 @@
-"""`/deploy` and the buttons on deploy messages: parse, call one deploy service method, render."""
+"""`/deploy`, `/rollback` and the buttons on deploy messages: parse, call one method, render."""
 
 from __future__ import annotations
 
-from typing import Any
+from types import MappingProxyType
 
-from bot.app import Services
-from bot.commands import Parsed
+from slack_bolt.async_app import AsyncApp
+
+from bot.commands import (
+    DeployHistory,
+    DeployLock,
+    DeployRequest,
+    DeployStatus,
+    DeployUnlock,
+    RollbackRequest,
+)
 from bot.deploys import messaging
 from bot.deploys.rollback import parse_value
-from bot.messages import Message, Outcome, Reply
-from handlers.actions import button
-from handlers.commands import route
-from handlers.common import Respond, answer, send_reply
+from bot.messages import Message, Outcome, Reply, Result
+from bot.services import Services
+from handlers.common import ButtonWork, HandlerDeps, Request, answer, record_button, send_reply
+
+Answer = tuple[Reply, Outcome]
 
 
-@route("/deploy", "deploy")
-async def deploy(services: Services, parsed: Parsed, context: dict[str, Any]) -> Any:
-    args = parsed.args
+async def deploy(services: Services, form: DeployRequest, request: Request) -> Answer:
     return answer(
         await services.deploys.request(
-            service=str(args["service"]),
-            environment=str(args["environment"]),
-            version=args["version"],  # type: ignore[arg-type]
-            strategy=args["strategy"],  # type: ignore[arg-type]
-            dry_run=bool(args["dry_run"]),
-            requester=context["user_id"],
+            service=form.service,
+            environment=form.environment,
+            version=form.version,
+            strategy=form.strategy,
+            dry_run=form.dry_run,
+            requester=request.user_id,
         )
     )
 
 
-@route("/deploy", "status")
-async def status(services: Services, parsed: Parsed, context: dict[str, Any]) -> Any:
-    return answer(await services.deploys.status(service=parsed.args["service"]))  # type: ignore[arg-type]
+async def status(services: Services, form: DeployStatus, request: Request) -> Answer:
+    return answer(await services.deploys.status(service=form.service))
 
 
-@route("/deploy", "history")
-async def history(services: Services, parsed: Parsed, context: dict[str, Any]) -> Any:
+async def history(services: Services, form: DeployHistory, request: Request) -> Answer:
     return answer(
-        await services.deploys.history(
-            service=str(parsed.args["service"]),
-            environment=parsed.args["environment"],  # type: ignore[arg-type]
-        )
+        await services.deploys.history(service=form.service, environment=form.environment)
     )
 
 
-@route("/deploy", "lock")
-async def lock(services: Services, parsed: Parsed, context: dict[str, Any]) -> Any:
-    args = parsed.args
+async def lock(services: Services, form: DeployLock, request: Request) -> Answer:
     return answer(
         await services.deploys.lock(
-            service=str(args["service"]),
-            environment=str(args["environment"]),
-            reason=str(args["reason"]),
-            user=context["user_id"],
+            service=form.service,
+            environment=form.environment,
+            reason=form.reason,
+            user=request.user_id,
         )
     )
 
 
-@route("/deploy", "unlock")
-async def unlock(services: Services, parsed: Parsed, context: dict[str, Any]) -> Any:
-    args = parsed.args
+async def unlock(services: Services, form: DeployUnlock, request: Request) -> Answer:
     return answer(
         await services.deploys.unlock(
-            service=str(args["service"]),
-            environment=str(args["environment"]),
-            user=context["user_id"],
+            service=form.service, environment=form.environment, user=request.user_id
         )
     )
 
 
-@route("/rollback", "rollback")
-async def rollback(services: Services, parsed: Parsed, context: dict[str, Any]) -> Any:
-    args = parsed.args
+async def rollback(services: Services, form: RollbackRequest, request: Request) -> Answer:
     return answer(
         await services.rollbacks.offer(
-            service=str(args["service"]),
-            environment=str(args["environment"]),
-            version=args["version"],  # type: ignore[arg-type]
-            user=context["user_id"],
+            service=form.service,
+            environment=form.environment,
+            version=form.version,
+            user=request.user_id,
         )
     )
 
 
-async def _rollback_button(
-    services: Services, action: dict[str, Any], body: dict[str, Any], respond: Respond
-) -> Outcome:
+async def rollback_button(services: Services, value: str, request: Request) -> Outcome:
     """Confirmed in Slack's dialog already: roll back (once, however many press it)."""
-    what = parse_value(str(action.get("value", "")))
+    what = parse_value(value)
     if what is None:
-        await send_reply(respond, Reply(Message(":warning: this button names no rollback.")))
+        await send_reply(
+            request.respond, Reply(Message(":warning: this button names no rollback."))
+        )
         return Outcome("invalid")
     service, environment, version = what
-    user = (body.get("user") or {}).get("id", "unknown")
     result = await services.rollbacks.start(
-        service=service, environment=environment, version=version, user=user
+        service=service, environment=environment, version=version, user=request.user_id
     )
     reply, outcome = answer(result)
-    await send_reply(respond, reply)
+    await send_reply(request.respond, reply)
     outcome.detail.update(service=service, environment=environment, version=version)
     return outcome
 
 
-button(messaging.ROLLBACK_CONFIRM)(_rollback_button)
-button(messaging.ROLLBACK_DEPLOY)(_rollback_button)
+# The buttons on a deploy's message (their value is the deploy's id) -> the `Deploys` method each
+# calls, as method(deploy_id=…, user=…).
+DEPLOY_BUTTONS = MappingProxyType(
+    {
+        messaging.APPROVE: "approve",
+        messaging.REJECT: "reject",
+        messaging.ABORT: "abort",
+        messaging.PROMOTE: "promote",
+        messaging.RESUME: "resume",
+        messaging.ROLL_BACK: "roll_back_interrupted",
+        messaging.RELEASE_LOCK: "release_lock",
+        messaging.ACKNOWLEDGE: "acknowledge",
+    }
+)
 
 
-def _deploy_button(method: str) -> Any:
-    async def press(
-        services: Services, action: dict[str, Any], body: dict[str, Any], respond: Respond
-    ) -> Outcome:
-        value = str(action.get("value", ""))
-        if not value.isdigit():
-            await send_reply(respond, Reply(Message(":warning: this button names no deploy.")))
-            return Outcome("invalid")
-        user = (body.get("user") or {}).get("id", "unknown")
-        result = await getattr(services.deploys, method)(deploy_id=int(value), user=user)
-        reply, outcome = answer(result)
-        await send_reply(respond, reply)
-        outcome.detail["deploy"] = int(value)
-        return outcome
+def deploy_button(method: str) -> ButtonWork:
+    async def act(services: Services, deploy_id: int, user: str) -> Result:
+        return await getattr(services.deploys, method)(deploy_id=deploy_id, user=user)
 
-    return press
+    return record_button("deploy", act, lambda deploy_id: {"deploy": deploy_id})
 
 
-button(messaging.APPROVE)(_deploy_button("approve"))
-button(messaging.REJECT)(_deploy_button("reject"))
-button(messaging.ABORT)(_deploy_button("abort"))
-button(messaging.PROMOTE)(_deploy_button("promote"))
-button(messaging.RESUME)(_deploy_button("resume"))
-button(messaging.ROLL_BACK)(_deploy_button("roll_back_interrupted"))
-button(messaging.RELEASE_LOCK)(_deploy_button("release_lock"))
-button(messaging.ACKNOWLEDGE)(_deploy_button("acknowledge"))
+def register(app: AsyncApp, deps: HandlerDeps) -> None:
+    deps.routes.update(
+        {
+            DeployRequest: deploy,
+            DeployStatus: status,
+            DeployHistory: history,
+            DeployLock: lock,
+            DeployUnlock: unlock,
+            RollbackRequest: rollback,
+        }
+    )
+    deps.buttons[messaging.ROLLBACK_CONFIRM] = rollback_button
+    deps.buttons[messaging.ROLLBACK_DEPLOY] = rollback_button
+    for action_id, method in DEPLOY_BUTTONS.items():
+        deps.buttons[action_id] = deploy_button(method)

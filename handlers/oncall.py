@@ -7,13 +7,12 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.app import Services
 from bot.catalog import format_duration
-from bot.commands import Parsed
+from bot.commands import OncallShow
 from bot.messages import Message, Outcome, Reply
 from bot.oncall.schedule import OnCall, OncallUnavailable
-from handlers.commands import route
-from handlers.common import carry_out
+from bot.services import Services
+from handlers.common import HandlerDeps, Request
 
 
 def _describe(oncall: OnCall) -> str:
@@ -27,12 +26,11 @@ def _describe(oncall: OnCall) -> str:
     return f"primary {primary}, secondary {secondary} ({source}{until})"
 
 
-@route("/oncall", "show")
-async def show(services: Services, parsed: Parsed, context: dict[str, Any]) -> Any:
-    wanted = parsed.args.get("service")
+async def show(services: Services, form: OncallShow, request: Request) -> tuple[Reply, Outcome]:
+    wanted = form.service
     if wanted:
-        entry = services.catalog.service(str(wanted))
-        names = [entry.name if entry else str(wanted)]
+        entry = services.catalog.service(wanted)
+        names = [entry.name if entry else wanted]
     else:
         names = services.catalog.service_names()
     lines = []
@@ -68,8 +66,11 @@ async def show(services: Services, parsed: Parsed, context: dict[str, Any]) -> A
     return Reply(message), Outcome(outcome, {"services": len(names), "unknown": failures})
 
 
-def register(app: AsyncApp, services: Services) -> None:
-    """A person's reply in a page's thread marks the page engaged (runbook: engage in 30 min)."""
+def register(app: AsyncApp, deps: HandlerDeps) -> None:
+    """`/oncall`; and a person's reply in a page's thread marks the page engaged (runbook:
+    engage in 30 min)."""
+    deps.routes[OncallShow] = show
+    services = deps.services
 
     async def in_open_page_thread(event: dict[str, Any]) -> bool:
         if event.get("subtype") or event.get("bot_id") or not event.get("user"):
@@ -90,20 +91,12 @@ def register(app: AsyncApp, services: Services) -> None:
             keys = await services.paging.engaged_in_thread(channel, str(event["thread_ts"]), user)
             return Outcome("ok", {"pages": keys})
 
-        async def quiet(**_: Any) -> None:
-            """Events have no one to answer; failures are logged and audited."""
-
-        async def after_ack() -> None:
-            await carry_out(
-                services,
-                body=body,
-                action="event:page-engaged",
-                user_id=user,
-                channel_id=channel,
-                respond=quiet,
-                work=work,
-            )
-
-        services.after_ack(after_ack)
+        # Events have no one to answer; failures are logged and audited.
+        request = Request(body, user, channel, respond=nobody)
+        deps.after_ack(request, action="event:page-engaged", work=work)
 
     app.event("message", matchers=[in_open_page_thread])(on_reply)
+
+
+async def nobody(**_: Any) -> None:
+    """The `respond` of an event: there is no one to answer."""

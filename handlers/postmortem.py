@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from slack_bolt.async_app import AsyncApp
 
-from bot.app import Services
-from bot.commands import Parsed
+from bot.commands import PostmortemDone, PostmortemDraft
 from bot.incidents.postmortem import PostmortemResult
 from bot.messages import Outcome, Reply
-from handlers.commands import route
+from bot.services import Services
+from handlers.common import HandlerDeps, Request
 
 
 def answer(result: PostmortemResult) -> tuple[Reply, Outcome]:
@@ -19,21 +19,21 @@ def answer(result: PostmortemResult) -> tuple[Reply, Outcome]:
     return Reply(result.message, public=result.public), outcome
 
 
-@route("/postmortem", "draft")
-async def draft(services: Services, parsed: Parsed, context: dict[str, Any]) -> Any:
+async def draft(
+    services: Services, form: PostmortemDraft, request: Request
+) -> tuple[Reply, Outcome]:
     # No INC-<n>: the incident whose channel this is (the service says so when there is none).
-    incident = parsed.args.get("incident") or context.get("channel_id") or ""
+    incident = form.incident or request.channel_id or ""
     return answer(
-        await services.postmortems.draft(
-            str(incident), context["user_id"], where=context.get("channel_id")
-        )
+        await services.postmortems.draft(incident, request.user_id, where=request.channel_id)
     )
 
 
-@route("/postmortem", "done")
-async def done(services: Services, parsed: Parsed, context: dict[str, Any]) -> Any:
+async def done(services: Services, form: PostmortemDone, request: Request) -> tuple[Reply, Outcome]:
     return answer(
-        await services.postmortems.done(
-            str(parsed.args["incident"]), context["user_id"], where=context.get("channel_id")
-        )
+        await services.postmortems.done(form.incident, request.user_id, where=request.channel_id)
     )
+
+
+def register(app: AsyncApp, deps: HandlerDeps) -> None:
+    deps.routes.update({PostmortemDraft: draft, PostmortemDone: done})

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from bot.app import Services, build_bolt_app, build_services
+from bot.app import build_bolt_app, build_services
 from bot.catalog import Catalog, load_catalog
 from bot.db.session import Database
+from bot.services import Services
 from bot.settings import Settings
 from bot.web import build_web_app
-from handlers.commands import ROUTES
+from handlers.common import Routes
 from tests.fakes.kubernetes import FakeKubernetes, running_fake_kubernetes
 from tests.fakes.pagerduty import FakePagerDuty, running_fake_pagerduty
 from tests.fakes.slack import FakeSlack, running_fake_slack
@@ -38,24 +39,6 @@ async def close_shared_clients() -> AsyncIterator[None]:
     from bot.targets.kubernetes import close_clients
 
     await close_clients()
-
-
-@pytest.fixture
-def swap_route() -> Iterator[Callable[[str, str, Any], None]]:
-    """Replace a command's work for one test (a stand-in for a feature), restoring it after."""
-    saved: dict[tuple[str, str], Any] = {}
-
-    def swap(command: str, action: str, work: Any) -> None:
-        key = (command, action)
-        saved.setdefault(key, ROUTES.get(key))
-        ROUTES[key] = work
-
-    yield swap
-    for key, work in saved.items():
-        if work is None:
-            ROUTES.pop(key, None)
-        else:
-            ROUTES[key] = work
 
 
 @pytest.fixture
@@ -98,6 +81,8 @@ class RunningBot:
     services: Services
     slack: SlackRequests
     fake: FakeSlack
+    # The app's command forms -> their work: a test may put a stand-in for a feature there.
+    routes: Routes
 
     async def settle(self) -> None:
         """Wait until work started by earlier requests has finished."""
@@ -138,7 +123,8 @@ async def start_bot(
     services.deploys.update_interval = 0.05  # coalesce message updates, but keep tests quick
     if prepare is not None:
         prepare(services)
-    runner = web.AppRunner(build_web_app(services, build_bolt_app(services)))
+    routes: Routes = {}
+    runner = web.AppRunner(build_web_app(services, build_bolt_app(services, routes)))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -146,7 +132,7 @@ async def start_bot(
     base_url = f"http://127.0.0.1:{port}"
     try:
         yield RunningBot(
-            base_url, services, SlackRequests(base_url, SIGNING_SECRET, fake=fake), fake
+            base_url, services, SlackRequests(base_url, SIGNING_SECRET, fake=fake), fake, routes
         )
         await services.tracker.idle(within=10)
         await services.deploys.stop_all()

@@ -5,117 +5,71 @@ from __future__ import annotations
 import pytest
 
 from bot.catalog import Catalog
-from bot.commands import Help, Invalid, Parsed, parse
+from bot.commands import (
+    DeployHistory,
+    DeployLock,
+    DeployRequest,
+    DeployStatus,
+    DeployUnlock,
+    Help,
+    IncidentDeclare,
+    IncidentResolve,
+    IncidentSeverity,
+    IncidentUpdate,
+    Invalid,
+    OncallShow,
+    Parsed,
+    PostmortemDone,
+    PostmortemDraft,
+    RollbackRequest,
+    parse,
+)
 
 
 @pytest.mark.parametrize(
-    ("command", "text", "action", "args"),
+    ("command", "text", "expected"),
     [
-        (
-            "/deploy",
-            "checkout prod",
-            "deploy",
-            {
-                "service": "checkout",
-                "environment": "prod",
-                "version": None,
-                "strategy": None,
-                "dry_run": False,
-            },
-        ),
-        (
-            "/deploy",
-            "checkout prod v1.2.3",
-            "deploy",
-            {
-                "service": "checkout",
-                "environment": "prod",
-                "version": "v1.2.3",
-                "strategy": None,
-                "dry_run": False,
-            },
-        ),
+        ("/deploy", "checkout prod", DeployRequest("checkout", "prod")),
+        ("/deploy", "checkout prod v1.2.3", DeployRequest("checkout", "prod", "v1.2.3")),
         (
             "/deploy",
             "checkout dev 42 --strategy canary --dry-run",
-            "deploy",
-            {
-                "service": "checkout",
-                "environment": "dev",
-                "version": "42",
-                "strategy": "canary",
-                "dry_run": True,
-            },
+            DeployRequest("checkout", "dev", "42", strategy="canary", dry_run=True),
         ),
         (
             "/deploy",
             "--dry-run checkout staging --strategy=blue-green",
-            "deploy",
-            {
-                "service": "checkout",
-                "environment": "staging",
-                "version": None,
-                "strategy": "blue-green",
-                "dry_run": True,
-            },
+            DeployRequest("checkout", "staging", None, strategy="blue-green", dry_run=True),
         ),
-        ("/deploy", "status", "status", {"service": None}),
-        ("/deploy", "status payments", "status", {"service": "payments"}),
-        ("/deploy", "history checkout", "history", {"service": "checkout", "environment": None}),
-        (
-            "/deploy",
-            "history checkout prod",
-            "history",
-            {"service": "checkout", "environment": "prod"},
-        ),
+        ("/deploy", "status", DeployStatus(None)),
+        ("/deploy", "status payments", DeployStatus("payments")),
+        ("/deploy", "history checkout", DeployHistory("checkout", None)),
+        ("/deploy", "history checkout prod", DeployHistory("checkout", "prod")),
         (
             "/deploy",
             "lock checkout prod db migration running",
-            "lock",
-            {"service": "checkout", "environment": "prod", "reason": "db migration running"},
+            DeployLock("checkout", "prod", "db migration running"),
         ),
-        (
-            "/deploy",
-            "unlock checkout prod",
-            "unlock",
-            {"service": "checkout", "environment": "prod"},
-        ),
-        (
-            "/rollback",
-            "checkout prod",
-            "rollback",
-            {"service": "checkout", "environment": "prod", "version": None},
-        ),
-        (
-            "/rollback",
-            "payments prod 41",
-            "rollback",
-            {"service": "payments", "environment": "prod", "version": "41"},
-        ),
-        (
-            "/incident",
-            "declare P1 checkout is slow",
-            "declare",
-            {"severity": "P1", "title": "checkout is slow"},
-        ),
-        (
-            "/incident",
-            "declare checkout is slow",
-            "declare",
-            {"severity": None, "title": "checkout is slow"},
-        ),
-        ("/incident", "severity p0", "severity", {"severity": "P0"}),
-        ("/incident", "update rolled back, watching", "update", {"text": "rolled back, watching"}),
-        ("/incident", "resolve", "resolve", {"text": ""}),
-        ("/postmortem", "INC-7", "draft", {"incident": "INC-7"}),
-        ("/postmortem", "", "draft", {"incident": None}),
-        ("/postmortem", "done inc-7", "done", {"incident": "INC-7"}),
-        ("/oncall", "", "show", {"service": None}),
-        ("/oncall", "checkout", "show", {"service": "checkout"}),
+        ("/deploy", "unlock checkout prod", DeployUnlock("checkout", "prod")),
+        ("/rollback", "checkout prod", RollbackRequest("checkout", "prod", None)),
+        ("/rollback", "payments prod 41", RollbackRequest("payments", "prod", "41")),
+        ("/incident", "declare P1 checkout is slow", IncidentDeclare("P1", "checkout is slow")),
+        ("/incident", "declare checkout is slow", IncidentDeclare(None, "checkout is slow")),
+        ("/incident", "severity p0", IncidentSeverity("P0")),
+        ("/incident", "update rolled back, watching", IncidentUpdate("rolled back, watching")),
+        ("/incident", "resolve", IncidentResolve("")),
+        ("/postmortem", "INC-7", PostmortemDraft("INC-7")),
+        ("/postmortem", "", PostmortemDraft(None)),
+        ("/postmortem", "done inc-7", PostmortemDone("INC-7")),
+        ("/oncall", "", OncallShow(None)),
+        ("/oncall", "checkout", OncallShow("checkout")),
     ],
 )
-def test_accepted_forms(catalog: Catalog, command: str, text: str, action: str, args: dict) -> None:
-    assert parse(command, text, catalog) == Parsed(command, action, args)
+def test_accepted_forms(catalog: Catalog, command: str, text: str, expected: Parsed) -> None:
+    parsed = parse(command, text, catalog)
+    assert parsed == expected
+    assert isinstance(parsed, Parsed)
+    assert parsed.command == command
 
 
 @pytest.mark.parametrize(

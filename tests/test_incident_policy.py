@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.catalog import BusinessHours, Catalog
-from bot.commands import Help, Parsed, parse
+from bot.commands import Help, IncidentCommander, IncidentForm, IncidentStats, parse
 from bot.incidents.classify import AlertFact, DeployFact, LiveState, suggest_severity
 from bot.incidents.messaging import channel_name, slugify
 from bot.incidents.policy import NoPage, PageAt, PageNow, paging_decision, reminder_due
@@ -249,11 +249,11 @@ def test_channel_names_fit_slack(title: str, attempt: int, name: str) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("", Parsed("/incident", "modal", {})),  # `/incident` alone opens the declare form
-        ("   ", Parsed("/incident", "modal", {})),
+        ("", IncidentForm()),  # `/incident` alone opens the declare form
+        ("   ", IncidentForm()),
         ("help", Help()),
-        ("stats 7d", Parsed("/incident", "stats", {"args": ["7d"]})),
-        ("commander <@U0BOB|bob>", Parsed("/incident", "commander", {"args": ["<@U0BOB|bob>"]})),
+        ("stats 7d", IncidentStats(("7d",))),
+        ("commander <@U0BOB|bob>", IncidentCommander("<@U0BOB|bob>")),
     ],
 )
 def test_incident_grammar(catalog: Catalog, text: str, expected: object) -> None:

@@ -15,13 +15,13 @@ import pytest
 from sqlalchemy import select
 
 from bot import audit
-from bot.app import Services
 from bot.catalog import load_catalog
 from bot.db.models import Alert, Deploy, Incident, Page, TimelineEvent
 from bot.db.session import Database
 from bot.deploys import messaging as deploy_messaging
 from bot.events import ServiceEvent
 from bot.incidents import messaging
+from bot.services import Services
 from tests.conftest import RunningBot, start_bot
 from tests.fakes.kubernetes import FakeKubernetes
 from tests.fakes.pagerduty import FakePagerDuty

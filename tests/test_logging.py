@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bot import logging as bot_logging
+from bot.commands import DeployRequest
 from bot.messages import Message, Outcome, Reply
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET, RunningBot
 
@@ -56,13 +57,13 @@ def test_secrets_and_token_shapes_are_redacted(log_stream: io.StringIO) -> None:
 
 
 async def test_no_secret_reaches_the_log_while_serving(
-    bot: RunningBot, log_stream: io.StringIO, swap_route: Any
+    bot: RunningBot, log_stream: io.StringIO
 ) -> None:
-    async def post(services: Any, parsed: Any, context: dict[str, Any]) -> Any:
+    async def post(services: Any, form: Any, request: Any) -> Any:
         await services.client.chat_postMessage(channel="C0DEPLOYS", text="hello")
         return Reply(Message("done")), Outcome("ok")
 
-    swap_route("/deploy", "deploy", post)
+    bot.routes[DeployRequest] = post
     await bot.slack.command("/deploy", "checkout prod")
     await bot.settle()
     assert bot.fake.calls_to("chat.postMessage")

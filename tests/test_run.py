@@ -19,8 +19,10 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from bot import audit
 from bot.app import build_bolt_app, build_services
 from bot.catalog import Catalog
+from bot.commands import DeployRequest
 from bot.db.session import Database
 from bot.messages import Message, Outcome, Reply
+from handlers.common import Routes
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET, TEST_CATALOG, bot_settings
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_client import SlackRequests
@@ -108,17 +110,18 @@ async def test_opsbot_run_connects_in_socket_mode(fake_slack: FakeSlack, tmp_pat
 
 
 async def test_socket_mode_retries_run_the_work_once(
-    fake_slack: FakeSlack, database: Database, catalog: Catalog, swap_route: Any
+    fake_slack: FakeSlack, database: Database, catalog: Catalog
 ) -> None:
     settings = bot_settings(fake_slack, database, slack_app_token=APP_TOKEN)
     services = build_services(settings, catalog, database)
-    handler = AsyncSocketModeHandler(build_bolt_app(services), APP_TOKEN)
+    routes: Routes = {}
+    handler = AsyncSocketModeHandler(build_bolt_app(services, routes), APP_TOKEN)
 
-    async def post(services: Any, parsed: Any, context: dict[str, Any]) -> Any:
+    async def post(services: Any, form: Any, request: Any) -> Any:
         await services.client.chat_postMessage(channel="C0DEPLOYS", text="deploying")
         return Reply(Message("started")), Outcome("ok")
 
-    swap_route("/deploy", "deploy", post)
+    routes[DeployRequest] = post
     await handler.connect_async()
     try:
         await fake_slack.wait_socket_connected()

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from bot import audit
-from bot.commands import COMMANDS
+from bot.commands import COMMANDS, DeployRequest, RollbackRequest
 from bot.messages import Message, Outcome, Reply
 from tests.conftest import RunningBot
 
@@ -97,14 +97,14 @@ async def test_unknown_command_is_answered(bot: RunningBot) -> None:
 
 
 @pytest.fixture
-def posting_route(swap_route: Any) -> None:
+def posting_route(bot: RunningBot) -> None:
     """A stand-in for a feature's work: it posts to the deploys channel once per run."""
 
-    async def post_once(services: Any, parsed: Any, context: dict[str, Any]) -> Any:
-        await services.client.chat_postMessage(channel="C0DEPLOYS", text=f"deploying {parsed.args}")
+    async def post_once(services: Any, form: Any, request: Any) -> Any:
+        await services.client.chat_postMessage(channel="C0DEPLOYS", text=f"deploying {form}")
         return Reply(Message("started")), Outcome("ok")
 
-    swap_route("/deploy", "deploy", post_once)
+    bot.routes[DeployRequest] = post_once
 
 
 async def test_slack_retries_never_run_the_action_twice(
@@ -122,13 +122,11 @@ async def test_slack_retries_never_run_the_action_twice(
     assert len(entries) == 1
 
 
-async def test_work_that_fails_is_reported_to_the_user_and_audited(
-    bot: RunningBot, swap_route: Any
-) -> None:
-    async def explode(services: Any, parsed: Any, context: dict[str, Any]) -> Any:
+async def test_work_that_fails_is_reported_to_the_user_and_audited(bot: RunningBot) -> None:
+    async def explode(services: Any, form: Any, request: Any) -> Any:
         raise RuntimeError("the target API said no")
 
-    swap_route("/rollback", "rollback", explode)
+    bot.routes[RollbackRequest] = explode
     status, _, _ = await bot.slack.command("/rollback", "checkout prod")
     assert status == 200
     await bot.settle()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import difflib
 import shlex
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 from bot.catalog import Catalog
 
@@ -30,11 +31,13 @@ class Invalid:
 
 @dataclass(frozen=True)
 class Parsed:
-    """A well-formed request: `action` names what to do, `args` its operands."""
+    """A well-formed request: one dataclass per form of a command, its fields the operands.
 
-    command: str
-    action: str
-    args: dict[str, object] = field(default_factory=dict)
+    `command` and `action` name the form (the audit log and "not available" answers use them).
+    """
+
+    command: ClassVar[str]
+    action: ClassVar[str]
 
 
 ParseResult = Help | Invalid | Parsed
@@ -54,36 +57,11 @@ class CommandSpec:
         return f"*{self.name}* — {self.summary}\n{lines}"
 
 
-COMMANDS: dict[str, CommandSpec] = {}
-
-
-def register(spec: CommandSpec) -> CommandSpec:
-    COMMANDS[spec.name] = spec
-    return spec
-
-
 def tokenize(text: str) -> list[str] | Invalid:
     try:
         return shlex.split(text.replace("\u201c", '"').replace("\u201d", '"'))
     except ValueError as exc:
         return Invalid(f"cannot read the arguments: {exc}")
-
-
-def parse(command: str, text: str, catalog: Catalog) -> ParseResult:
-    spec = COMMANDS.get(command)
-    if spec is None:
-        return Invalid(f"opsbot does not know the command {command}")
-    words = tokenize(text)
-    if isinstance(words, Invalid):
-        return words
-    if (not words and spec.empty_is_help) or (words and words[0].lower() == "help"):
-        return Help()
-    result = spec.parser(words, catalog)
-    if isinstance(result, Invalid) and result.replace:
-        wrong, right = result.replace
-        fixed = [right if word == wrong else word for word in words]
-        result = Invalid(result.message, result.replace, f"{command} {shlex.join(fixed)}")
-    return result
 
 
 def closest(word: str, choices: Sequence[str]) -> str | None:

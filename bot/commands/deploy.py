@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from bot.catalog import Catalog
 from bot.commands.base import (
@@ -13,13 +14,65 @@ from bot.commands.base import (
     check_environment,
     check_service,
     closest,
-    register,
     suggest,
 )
 
 STRATEGIES = ("rolling", "blue-green", "canary", "recreate")
 VERSION_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
 SUBCOMMANDS = ("status", "history", "lock", "unlock", "help")
+
+
+@dataclass(frozen=True)
+class DeployRequest(Parsed):
+    """`/deploy <service> <env> [<version>] [--strategy …] [--dry-run]`"""
+
+    command = "/deploy"
+    action = "deploy"
+    service: str
+    environment: str
+    version: str | None = None
+    strategy: str | None = None
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class DeployStatus(Parsed):
+    """`/deploy status [<service>]`"""
+
+    command = "/deploy"
+    action = "status"
+    service: str | None = None
+
+
+@dataclass(frozen=True)
+class DeployHistory(Parsed):
+    """`/deploy history <service> [<env>]`"""
+
+    command = "/deploy"
+    action = "history"
+    service: str
+    environment: str | None = None
+
+
+@dataclass(frozen=True)
+class DeployLock(Parsed):
+    """`/deploy lock <service> <env> <reason…>`"""
+
+    command = "/deploy"
+    action = "lock"
+    service: str
+    environment: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DeployUnlock(Parsed):
+    """`/deploy unlock <service> <env>`"""
+
+    command = "/deploy"
+    action = "unlock"
+    service: str
+    environment: str
 
 
 def _service_env(words: list[str], catalog: Catalog) -> Invalid | None:
@@ -62,14 +115,7 @@ def _deploy(words: list[str], catalog: Catalog) -> ParseResult:
         return Invalid(
             f"version '{version[:40]}' is not valid: use 1–128 letters, digits, '.', '_' or '-'."
         )
-    args = {
-        "service": positional[0],
-        "environment": positional[1],
-        "version": version,
-        "strategy": strategy,
-        "dry_run": dry_run,
-    }
-    return Parsed("/deploy", "deploy", args)
+    return DeployRequest(positional[0], positional[1], version, strategy, dry_run)
 
 
 def _parse(words: list[str], catalog: Catalog) -> ParseResult:
@@ -79,7 +125,7 @@ def _parse(words: list[str], catalog: Catalog) -> ParseResult:
             return Invalid("`/deploy status` takes at most one service.")
         if rest and (problem := check_service(catalog, rest[0])):
             return problem
-        return Parsed("/deploy", "status", {"service": rest[0] if rest else None})
+        return DeployStatus(rest[0] if rest else None)
     if head == "history":
         if not 1 <= len(rest) <= 2:
             return Invalid("usage: `/deploy history <service> [<env>]`.")
@@ -89,22 +135,20 @@ def _parse(words: list[str], catalog: Catalog) -> ParseResult:
         if problem:
             return problem
         env = rest[1] if len(rest) == 2 else None
-        return Parsed("/deploy", "history", {"service": rest[0], "environment": env})
+        return DeployHistory(rest[0], env)
     if head == "lock":
         if len(rest) < 3:
             return Invalid("a lock needs a reason: `/deploy lock <service> <env> <reason…>`.")
         if problem := _service_env(rest, catalog):
             return problem
         reason = " ".join(rest[2:])
-        return Parsed(
-            "/deploy", "lock", {"service": rest[0], "environment": rest[1], "reason": reason}
-        )
+        return DeployLock(rest[0], rest[1], reason)
     if head == "unlock":
         if len(rest) != 2:
             return Invalid("usage: `/deploy unlock <service> <env>`.")
         if problem := _service_env(rest, catalog):
             return problem
-        return Parsed("/deploy", "unlock", {"service": rest[0], "environment": rest[1]})
+        return DeployUnlock(rest[0], rest[1])
     if catalog.service(words[0]) is None and not words[0].startswith("--"):
         names = catalog.service_names()
         match = closest(words[0], [*names, *SUBCOMMANDS])
@@ -118,19 +162,16 @@ def _parse(words: list[str], catalog: Catalog) -> ParseResult:
     return _deploy(words, catalog)
 
 
-SPEC = register(
-    CommandSpec(
-        name="/deploy",
-        summary="deploy a service, following the runbook",
-        usage=(
-            "<service> <env> [<version>] [--strategy rolling|blue-green|canary|recreate] "
-            "[--dry-run]",
-            "status [<service>]",
-            "history <service> [<env>]",
-            "lock <service> <env> <reason…>",
-            "unlock <service> <env>",
-            "help",
-        ),
-        parser=_parse,
-    )
+SPEC = CommandSpec(
+    name="/deploy",
+    summary="deploy a service, following the runbook",
+    usage=(
+        "<service> <env> [<version>] [--strategy rolling|blue-green|canary|recreate] [--dry-run]",
+        "status [<service>]",
+        "history <service> [<env>]",
+        "lock <service> <env> <reason…>",
+        "unlock <service> <env>",
+        "help",
+    ),
+    parser=_parse,
 )

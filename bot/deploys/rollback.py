@@ -15,6 +15,7 @@ from bot.db.models import Deploy, utc_now
 from bot.deploys import gates, locks
 from bot.deploys.messaging import ROLLBACK_CONFIRM
 from bot.deploys.service import Deploys
+from bot.deploys.states import DeployState
 from bot.messages import Button, Message, Result, refused
 
 ROLLBACK_STEP = {"name": "roll back", "kind": "rollback", "params": {}, "status": "pending"}
@@ -34,7 +35,7 @@ class Rollbacks:
             .where(
                 Deploy.service == service,
                 Deploy.environment == environment,
-                Deploy.state == "succeeded",
+                Deploy.state == DeployState.SUCCEEDED,
                 Deploy.dry_run.is_(False),
             )
             .order_by(Deploy.finished_at.desc(), Deploy.id.desc())
@@ -114,7 +115,7 @@ class Rollbacks:
                 version=restore,
                 previous_version=last.version,
                 strategy="rollback",
-                state="running",
+                state=str(DeployState.RUNNING),
                 requested_by=user,
                 rollback_of_id=last.id,
                 details={

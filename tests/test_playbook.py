@@ -672,7 +672,8 @@ async def test_monitor_step_duration_and_interval_override_the_environment_and_c
     svc, env = monitoring(health, "10m")  # the environment's window: ten minutes
     step = Step("monitor", "monitor", {"duration": timedelta(seconds=1), "interval": 100 * MS})
     started = time.monotonic()
-    result = await monitor(step, context(tmp_path, svc=svc, env=env), poll_interval=timedelta(seconds=15))
+    ctx = context(tmp_path, svc=svc, env=env)
+    result = await monitor(step, ctx, poll_interval=timedelta(seconds=15))
     assert 1 <= time.monotonic() - started < 3
     assert result.summary == "every rollback trigger within its limit for 1s"
     # One health poll every 100 ms for a second (not one every 15 s for ten minutes).

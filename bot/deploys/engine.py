@@ -202,15 +202,7 @@ class DeployEngine:
         step = Step(
             step_record["name"], step_record["kind"], revive(step_record.get("params") or {})
         )
-        step_ctx = StepContext(
-            deploy=context,
-            target=target,
-            service=svc,
-            environment=env,
-            workdir=self.deps.workdir,
-            env=self.deps.env,
-            cancelled=run.step_event,
-        )
+        step_ctx = self._step_context(run, svc, env, target)
         try:
             result = await self._run_step(run, step, step_ctx, persist)
         except StepAborted:
@@ -254,6 +246,19 @@ class DeployEngine:
             await persist()
         if result.output:
             await self.publisher.say(deploy, f"Output of *{step.name}*:", result.output[-2900:])
+
+    def _step_context(
+        self, run: ActiveRun, svc: Service, env: Environment, target: Target
+    ) -> StepContext:
+        return StepContext(
+            deploy=run.context,
+            target=target,
+            service=svc,
+            environment=env,
+            workdir=self.deps.workdir,
+            env=self.deps.env,
+            cancelled=run.step_event,
+        )
 
     async def _run_step(
         self, run: ActiveRun, step: Step, step_ctx: StepContext, persist: Persist

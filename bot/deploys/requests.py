@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.catalog import Environment, Service
-from bot.certificates import default_ssl_context, probe_certificate
 from bot.db.models import Approval, Deploy, utc_now
 from bot.deploys import gates, locks
+from bot.deploys.certificate_gate import certificate_gates
 from bot.deploys.deps import DeployDeps
 from bot.deploys.engine import DeployEngine
 from bot.deploys.playbook import (
@@ -77,7 +75,11 @@ class DeployRequests:
         if isinstance(chosen, Result):
             return chosen
         version = chosen
-        results.extend(await self._certificate_gates(svc, env))
+        results.extend(
+            await certificate_gates(
+                self.deps.catalog, svc, env, now=self.deps.clock(), environ=self.deps.env
+            )
+        )
         try:
             playbook = playbook_for(self.deps.playbooks, service=svc, strategy=strategy)
         except PlaybookError as exc:
@@ -167,28 +169,6 @@ class DeployRequests:
         )
         for check in playbook.checks:
             results.append(await run_check(check, step_ctx))
-
-    async def _certificate_gates(self, svc: Service, env: Environment) -> list[gates.GateResult]:
-        """Runbook: "SSL certificates valid (> 30 days remaining)" — checked for the last env."""
-        names = self.deps.catalog.environment_names()
-        if not names or env.name != names[-1]:
-            return []
-        hosts = {(c.host, c.port): c.warn_before for c in self.deps.catalog.certificates}
-        if svc.health is not None and not svc.health.per_instance:
-            # The service's own host, when it serves HTTPS, must be valid for 30 days too (a
-            # per-pod URL names no host of its own: the pods' addresses are not known yet).
-            url = urlsplit(svc.health.url_for(env=env.name, service=svc.name))
-            if url.scheme == "https" and url.hostname:
-                hosts.setdefault((url.hostname, url.port or 443), timedelta(days=30))
-        if not hosts:
-            return []
-        context = default_ssl_context(self.deps.env)
-        return [
-            await probe_certificate(
-                host, port, now=self.deps.clock(), min_valid=min_valid, ssl_context=context
-            )
-            for (host, port), min_valid in hosts.items()
-        ]
 
     async def _create(
         self,

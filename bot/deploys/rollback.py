@@ -16,7 +16,7 @@ from bot.deploys import gates, locks
 from bot.deploys.messaging import ROLLBACK_CONFIRM
 from bot.deploys.service import Deploys
 from bot.deploys.states import DeployState
-from bot.messages import Button, Message, Result, refused
+from bot.messages import Button, Mention, Message, Result, Text, refused, text
 
 ROLLBACK_STEP = {"name": "roll back", "kind": "rollback", "params": {}, "status": "pending"}
 
@@ -148,15 +148,16 @@ class Rollbacks:
             True, Message(f"Rolling back {service} in {environment} to {restore} (#{row.id}).")
         )
 
-    async def _busy(self, service: str, environment: str, holder: locks.LockHolder) -> str:
+    async def _busy(self, service: str, environment: str, holder: locks.LockHolder) -> str | Text:
         if holder.deploy_id:
             async with self.deps.db.session() as session:
                 other = await session.get(Deploy, holder.deploy_id)
             if other is not None and other.strategy == "rollback":
                 since = holder.since.strftime("%H:%M:%S UTC")
-                return (
-                    f"<@{other.requested_by}> is already rolling back {service} in {environment} "
-                    f"to {other.version} (#{other.id}, since {since})."
+                return text(
+                    Mention(other.requested_by),
+                    f" is already rolling back {service} in {environment} "
+                    f"to {other.version} (#{other.id}, since {since}).",
                 )
         return f"{service} in {environment} is {holder.describe()}."
 

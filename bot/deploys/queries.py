@@ -72,10 +72,14 @@ class DeployQueries:
             ),
         )
 
-    async def lock(self, *, service: str, environment: str, reason: str, user: str) -> Result:
-        _, env = self.deps.lookup(service, environment)
+    async def _deployer(self, user: str, environment: str) -> gates.GateResult:
+        env = self.deps.catalog.environment(environment)
+        assert env is not None  # the grammar validated it
         groups = await self.deps.directory.groups_of(user, env.deployers)
-        allowed = gates.check_deployer(env, user, groups)
+        return gates.check_deployer(env, user, groups)
+
+    async def lock(self, *, service: str, environment: str, reason: str, user: str) -> Result:
+        allowed = await self._deployer(user, environment)
         if not allowed.passed:
             return refused(allowed.reason)
         async with self.deps.db.transaction() as session:
@@ -98,9 +102,7 @@ class DeployQueries:
         return Result(True, Message(said), public=True)
 
     async def unlock(self, *, service: str, environment: str, user: str) -> Result:
-        _, env = self.deps.lookup(service, environment)
-        groups = await self.deps.directory.groups_of(user, env.deployers)
-        allowed = gates.check_deployer(env, user, groups)
+        allowed = await self._deployer(user, environment)
         if not allowed.passed:
             return refused(allowed.reason)
         async with self.deps.db.transaction() as session:

@@ -8,8 +8,6 @@ twenty people pressing Rollback at once produce one rollback; the others are tol
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
 from bot import audit
 from bot.db.models import Deploy, utc_now
 from bot.deploys import gates, locks
@@ -28,22 +26,6 @@ class Rollbacks:
         self.deploys = deploys
         self.deps = deploys.deps
 
-    async def _last_deploy(self, service: str, environment: str) -> Deploy | None:
-        """The deploy whose version runs now: the newest that succeeded there."""
-        statement = (
-            select(Deploy)
-            .where(
-                Deploy.service == service,
-                Deploy.environment == environment,
-                Deploy.state == DeployState.SUCCEEDED,
-                Deploy.dry_run.is_(False),
-            )
-            .order_by(Deploy.finished_at.desc(), Deploy.id.desc())
-            .limit(1)
-        )
-        async with self.deps.db.session() as session:
-            return await session.scalar(statement)
-
     async def _authorized(self, user: str, environment: str) -> gates.GateResult:
         env = self.deps.catalog.environment(environment)
         assert env is not None
@@ -53,7 +35,7 @@ class Rollbacks:
     async def _what(
         self, service: str, environment: str, version: str | None
     ) -> tuple[Deploy, str] | Result:
-        last = await self._last_deploy(service, environment)
+        last = await self.deploys.store.last_succeeded(service, environment)
         if last is None:
             return refused(
                 f"opsbot has no successful deploy of {service} in {environment} to roll back."

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, bindparam, func, insert, select, update
+from sqlalchemy import CursorResult, Select, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Executable
@@ -80,21 +80,29 @@ class DeployStore:
 
     async def succeeded_versions(self, service: str, environment: str) -> list[str]:
         """The versions that succeeded there, newest first."""
-        statement = (
-            select(Deploy.version)
-            .where(
-                Deploy.service == service,
-                Deploy.environment == environment,
-                Deploy.state == DeployState.SUCCEEDED,
-                Deploy.dry_run.is_(False),
-            )
-            .order_by(Deploy.finished_at.desc(), Deploy.id.desc())
-        )
         async with self.db.session() as session:
-            return list(await session.scalars(statement))
+            return list(await session.scalars(_succeeded(Deploy.version, service, environment)))
+
+    async def last_succeeded(self, service: str, environment: str) -> Deploy | None:
+        """The deploy whose version runs there now: the newest that succeeded."""
+        async with self.db.session() as session:
+            return await session.scalar(_succeeded(Deploy, service, environment).limit(1))
 
     async def lock_holder(self, service: str, environment: str) -> locks.LockHolder | None:
         return await locks.holder_of(self.db, service=service, environment=environment)
+
+
+def _succeeded(what: Any, service: str, environment: str) -> Select[Any]:
+    return (
+        select(what)
+        .where(
+            Deploy.service == service,
+            Deploy.environment == environment,
+            Deploy.state == DeployState.SUCCEEDED,
+            Deploy.dry_run.is_(False),
+        )
+        .order_by(Deploy.finished_at.desc(), Deploy.id.desc())
+    )
 
 
 async def move(session: AsyncSession, deploy_id: int, event: DeployEvent, **values: Any) -> bool:

@@ -31,6 +31,7 @@ from bot.deploys.recovery import DeployRecovery
 from bot.deploys.requests import DeployRequests
 from bot.deploys.store import DeployStore
 from bot.messages import Result
+from bot.targets.base import Target
 
 
 class Deploys:
@@ -92,9 +93,11 @@ class Deploys:
         return await self.requests.expire_approvals()
 
     # -- running ---------------------------------------------------------------------------------
-    def start(self, deploy_id: int) -> None:
+    def start(
+        self, deploy_id: int, deploy: Deploy | None = None, target: Target | None = None
+    ) -> None:
         """Run a deploy in this process (its state says `running`)."""
-        self.engine.start(deploy_id)
+        self.engine.start(deploy_id, deploy, target)
 
     async def abort(self, *, deploy_id: int, user: str) -> Result:
         return await self.engine.abort(deploy_id=deploy_id, user=user)

@@ -1,9 +1,8 @@
-"""TLS certificate expiry: probe a host's certificate and decide whether it is valid long enough.
+"""TLS certificate expiry: read when a host's certificate expires, over a verified handshake.
 
 The runbook's pre-deployment checklist wants "SSL certificates valid (> 30 days remaining)" and
-its monitoring section "alert 30 days before expiration": the deploy gate and the daily check both
-use `certificate_expiry` (I/O) and `check_certificate` (the pure decision), or `probe_certificate`
-which combines them and turns an unreachable host into a refusal that says why.
+its monitoring section "alert 30 days before expiration": the deploy gate
+(bot/deploys/certificate_gate.py) and the daily check (bot/alerts) both read `certificate_expiry`.
 """
 
 from __future__ import annotations
@@ -14,19 +13,13 @@ import os
 import socket
 import ssl
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
-
-from bot.deploys.gates import GateResult
+from datetime import UTC, datetime
 
 __all__ = [
     "CertificateUnavailable",
     "certificate_expiry",
-    "check_certificate",
     "default_ssl_context",
-    "probe_certificate",
 ]
-
-GATE = "certificates"
 
 
 class CertificateUnavailable(Exception):
@@ -102,59 +95,3 @@ def _os_reason(err: OSError) -> str:
     if isinstance(err, socket.gaierror) or not err.errno:
         return err.strerror or str(err) or type(err).__name__
     return os.strerror(err.errno)
-
-
-def _span(delta: timedelta) -> str:
-    """A duration in words, rounded to what matters: "10 days", "5 hours", "1 minute"."""
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        count = round(delta.total_seconds() / size)
-        if count >= 1 or unit == "minute":
-            return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def check_certificate(
-    host: str,
-    expires: datetime,
-    now: datetime,
-    min_valid: timedelta = timedelta(days=30),
-    *,
-    port: int = 443,
-) -> GateResult:
-    """Is the certificate of `host:port`, expiring at `expires`, valid for more than `min_valid`?"""
-    where = f"{host}:{port}"
-    left = expires - now
-    when = f"{expires.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
-    if left <= timedelta(0):
-        return GateResult(
-            GATE, False, f"{GATE}: the certificate of {where} expired on {when}; renew it"
-        )
-    if left <= min_valid:
-        return GateResult(
-            GATE,
-            False,
-            f"{GATE}: the certificate of {where} expires on {when}, in {_span(left)};"
-            f" it must be valid for more than {_span(min_valid)}, so renew it first",
-        )
-    return GateResult(
-        GATE, True, f"{GATE}: the certificate of {where} is valid until {when}, {_span(left)} left"
-    )
-
-
-async def probe_certificate(
-    host: str,
-    port: int = 443,
-    *,
-    now: datetime,
-    min_valid: timedelta = timedelta(days=30),
-    timeout: float = 5.0,
-    ssl_context: ssl.SSLContext | None = None,
-) -> GateResult:
-    """Read the certificate of `host:port` and decide; an unreachable host is a refusal."""
-    try:
-        expires = await certificate_expiry(host, port, timeout=timeout, ssl_context=ssl_context)
-    except CertificateUnavailable as err:
-        return GateResult(
-            GATE, False, f"{GATE}: could not check the certificate of {host}:{port}: {err}"
-        )
-    return check_certificate(host, expires, now, min_valid, port=port)

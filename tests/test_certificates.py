@@ -13,12 +13,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from bot.certificates import (
-    certificate_expiry,
-    check_certificate,
-    default_ssl_context,
-    probe_certificate,
-)
+from bot.certificates import certificate_expiry, default_ssl_context
+from bot.deploys.certificate_gate import check_certificate, probe_certificate
 from bot.deploys.gates import GateResult
 from tests.fakes.tls import tls_server
 

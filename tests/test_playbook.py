@@ -10,19 +10,25 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from bot.catalog import (
+    Catalog,
     ComposeTarget,
     Environment,
     KubernetesTarget,
     LambdaTarget,
+    MetricsSource,
+    RollbackTrigger,
     Service,
 )
+from bot.db.models import utc_now
 from bot.deploys.gates import GateResult
+from bot.deploys.monitor import TriggerFired, monitor_window
 from bot.deploys.playbook import (
     Check,
     Playbook,
@@ -32,12 +38,12 @@ from bot.deploys.playbook import (
     StepContext,
     StepFailed,
     expand_steps,
-    health_guard_tripped,
     load_playbooks,
     playbook_for,
     run_check,
     run_step,
 )
+from bot.deploys.watch import health_guard_tripped
 from bot.targets.base import DeployContext, Running, StepResult, Target, TargetError
 
 SHIPPED = Path(__file__).resolve().parent.parent / "playbooks"
@@ -471,9 +477,11 @@ async def abort_soon(ctx: StepContext) -> None:
 )
 async def test_abort_stops_a_step_quickly(tmp_path: Path, step: Step) -> None:
     ctx = context(tmp_path, target=RecordingTarget(ready_after=60))
+    # The monitoring window is run by the engine, with the catalog (bot/deploys/monitor.py).
+    work = monitor(step, ctx) if step.kind == "monitor" else run_step(step, ctx)
     started = time.monotonic()
     with pytest.raises(StepAborted):
-        await asyncio.gather(run_step(step, ctx), abort_soon(ctx))
+        await asyncio.gather(work, abort_soon(ctx))
     assert time.monotonic() - started < 1
 
 
@@ -536,7 +544,6 @@ async def test_steps_without_their_catalog_entry_are_skipped(tmp_path: Path) -> 
         (Step("smoke", "smoke", {}), "skipped: checkout has no smoke test in the catalog"),
         (Step("baseline", "health_baseline", {}),
          "skipped: checkout has no health URL in the catalog"),
-        (Step("monitor", "monitor", {}), "skipped: prod has no monitoring window"),
     ]:  # fmt: skip
         assert await run_step(step, ctx) == StepResult(summary=summary)
 
@@ -617,32 +624,107 @@ def monitoring(health: HealthServer, seconds: str = "1s") -> tuple[Service, Envi
     return svc, Environment(name="prod", monitor=seconds)
 
 
-MONITOR = Step("monitor", "monitor", {"interval": timedelta(milliseconds=20), "polls": 4})
+@dataclass
+class MonitorRun:
+    """What the monitoring window needs of a running deploy (bot/deploys/monitor.py)."""
+
+    details: dict[str, Any] = field(default_factory=dict)
+    step_event: asyncio.Event = field(default_factory=asyncio.Event)
+    promote_by: str | None = None
+    abort_by: str | None = None
 
 
-async def test_monitor_watches_health_for_the_environment_window(
+async def monitor(
+    step: Step,
+    ctx: StepContext,
+    *,
+    poll_interval: timedelta = timedelta(seconds=15),
+    triggers: list[dict[str, Any]] | None = None,
+) -> StepResult:
+    """Run the `monitor` step as the engine does, with the catalog's poll interval and triggers
+    (the runbook's defaults unless given)."""
+    catalog = SimpleNamespace(
+        metrics=MetricsSource(poll_interval=poll_interval),
+        rollback_triggers=(
+            [RollbackTrigger.model_validate(t) for t in triggers]
+            if triggers is not None
+            else Catalog.model_fields["rollback_triggers"].get_default(call_default_factory=True)
+        ),
+    )
+    deps = SimpleNamespace(catalog=catalog, env={}, clock=utc_now)
+
+    async def nothing(*_: Any) -> None:
+        return None
+
+    return await monitor_window(
+        step,
+        ctx,
+        deps=deps,
+        run=MonitorRun(),
+        persist=nothing,
+        say=nothing,  # type: ignore[arg-type]
+    )
+
+
+async def test_monitor_step_duration_and_interval_override_the_environment_and_catalog(
     tmp_path: Path, health: HealthServer
 ) -> None:
-    svc, env = monitoring(health)
-    health.statuses = [503, 200]  # one failure in the last four polls is tolerated
+    svc, env = monitoring(health, "10m")  # the environment's window: ten minutes
+    step = Step("monitor", "monitor", {"duration": timedelta(seconds=1), "interval": 100 * MS})
     started = time.monotonic()
-    result = await run_step(MONITOR, context(tmp_path, svc=svc, env=env))
-    assert 1 <= time.monotonic() - started < 2
-    assert result.summary.startswith("monitored for 1s: health ok in ")
-    assert len(health.requests) > 10
+    ctx = context(tmp_path, svc=svc, env=env)
+    result = await monitor(step, ctx, poll_interval=timedelta(seconds=15))
+    assert 1 <= time.monotonic() - started < 3
+    assert result.summary == "every rollback trigger within its limit for 1s"
+    # One health poll every 100 ms for a second (not one every 15 s for ten minutes).
+    assert 8 <= len(health.requests) <= 12, health.requests
 
 
-async def test_monitor_fails_when_most_health_polls_fail(
+async def test_monitor_step_defaults_to_the_environment_window_and_catalog_interval(
+    tmp_path: Path, health: HealthServer
+) -> None:
+    svc, env = monitoring(health, "1s")
+    started = time.monotonic()
+    result = await monitor(
+        Step("monitor", "monitor", {}), context(tmp_path, svc=svc, env=env), poll_interval=250 * MS
+    )
+    assert 1 <= time.monotonic() - started < 3
+    assert result.summary == "every rollback trigger within its limit for 1s"
+    assert 4 <= len(health.requests) <= 6, health.requests
+
+
+async def test_monitor_is_skipped_without_a_window(tmp_path: Path, health: HealthServer) -> None:
+    svc, env = monitoring(health, "0s")
+    result = await monitor(Step("monitor", "monitor", {}), context(tmp_path, svc=svc, env=env))
+    assert result.summary == "skipped: prod has no monitoring window"
+    assert health.requests == []
+
+
+async def test_monitor_polls_guard_fails_when_most_of_the_last_polls_failed(
     tmp_path: Path, health: HealthServer
 ) -> None:
     svc, env = monitoring(health, "10m")
-    health.statuses = [200, 503]
-    with pytest.raises(StepFailed) as raised:
-        await run_step(MONITOR, context(tmp_path, svc=svc, env=env))
-    assert str(raised.value) == (
+    health.statuses = [503, 200, 503, 503, 200]  # then 200 for ever; no trigger watches health
+    step = Step("monitor", "monitor", {"interval": 20 * MS, "polls": 4})
+    with pytest.raises(TriggerFired) as raised:
+        await monitor(step, context(tmp_path, svc=svc, env=env), triggers=[])
+    assert raised.value.rule == "health-polls"
+    assert str(raised.value).startswith(
         f"the health check failed 3 of the last 4 polls while monitoring:"
-        f" GET {health.url}/health answered 503"
+        f" GET {health.url}/health answered 503. Values every 0s: 1, 0, 1, 1 "
     )
+    assert len(health.requests) == 4
+
+
+async def test_monitor_polls_guard_tolerates_a_minority_of_failed_polls(
+    tmp_path: Path, health: HealthServer
+) -> None:
+    svc, env = monitoring(health, "1s")
+    health.statuses = [503, 200]  # one failure in the last four polls is tolerated
+    step = Step("monitor", "monitor", {"interval": 20 * MS, "polls": 4})
+    result = await monitor(step, context(tmp_path, svc=svc, env=env), triggers=[])
+    assert result.summary == "every rollback trigger within its limit for 1s"
+    assert len(health.requests) > 10
 
 
 @pytest.mark.parametrize(

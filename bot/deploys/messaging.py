@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.db.models import Deploy, utc_now
-from bot.messages import Button, Message
+from bot.messages import Button, Mention, Message, RichText, join, text
 
 STATUS_MARK = {
     "pending": "·",
@@ -73,27 +73,28 @@ def deploy_message(deploy: Deploy, *, approvals_required: int = 0) -> Message:
     version = deploy.version
     if deploy.previous_version and deploy.previous_version != version:
         version = f"{deploy.previous_version} → {deploy.version}"
-    approvers = ", ".join(f"<@{a}>" for a in details.get("approved_by", [])) or "—"
-    fields = [
+    approved_by = details.get("approved_by", [])
+    approvers = join(", ", map(Mention, approved_by)) if approved_by else text("—")
+    fields: list[tuple[str, RichText]] = [
         ("Service", deploy.service),
         ("Environment", deploy.environment),
         ("Version", version),
         ("Strategy", deploy.strategy),
-        ("Requested by", f"<@{deploy.requested_by}>"),
+        ("Requested by", text(Mention(deploy.requested_by))),
     ]
     if approvals_required:
-        fields.append(("Approved by", f"{approvers} ({approvals_required} needed)"))
+        fields.append(("Approved by", text(approvers, f" ({approvals_required} needed)")))
     headline = HEADLINE.get(deploy.state, deploy.state)
     if deploy.strategy == "rollback":
         what = f"{deploy.service} in {deploy.environment} to {deploy.version}"
-        text = f"*Rollback #{deploy.id}: {what}* — {headline}"
+        said = f"*Rollback #{deploy.id}: {what}* — {headline}"
     else:
         what = f"{deploy.service} {deploy.version} to {deploy.environment}"
-        text = f"*Deploy #{deploy.id}: {what}* — {headline}"
+        said = f"*Deploy #{deploy.id}: {what}* — {headline}"
     if deploy.reason:
-        text += f"\n{deploy.reason}"
+        said += f"\n{deploy.reason}"
     return Message(
-        text=text,
+        text=said,
         fields=tuple(fields),
         preformatted=checklist(steps) if steps else None,
         buttons=buttons_for(deploy, details),

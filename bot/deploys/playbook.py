@@ -47,7 +47,6 @@ __all__ = [
     "StepContext",
     "StepFailed",
     "expand_steps",
-    "health_guard_tripped",
     "load_playbooks",
     "playbook_for",
     "run_check",
@@ -183,9 +182,10 @@ class _ShiftTraffic(_Model):
 
 
 class _Monitor(_Model):
+    # Unset: the environment's `monitor:` and the catalog's `metrics.poll_interval`; no guard.
     duration: PositiveDuration | None = None
-    interval: PositiveDuration = timedelta(seconds=15)
-    polls: int = Field(default=4, ge=1)
+    interval: PositiveDuration | None = None
+    polls: int | None = Field(default=None, ge=1)
 
 
 class _Wait(_Model):
@@ -493,12 +493,6 @@ class StepContext:
     cancelled: asyncio.Event  # set when the deploy is aborted: waits and commands stop early
 
 
-def health_guard_tripped(polls: Sequence[bool], window: int) -> bool:
-    """Has the health check failed in more than half of the last `window` polls (True = ok)?"""
-    failures = sum(1 for ok in list(polls)[-window:] if not ok)
-    return failures * 2 > window
-
-
 async def run_step(step: Step, ctx: StepContext) -> StepResult:
     """Carry out one step; StepFailed when it fails, StepAborted when the deploy is cancelled."""
     if ctx.cancelled.is_set():
@@ -779,59 +773,6 @@ async def _step_health_diff(step: Step, ctx: StepContext) -> StepResult:
     return StepResult(summary=summary, output=output)
 
 
-async def _step_monitor(step: Step, ctx: StepContext) -> StepResult:
-    """Poll every instance's health for the environment's window; fail when more than half of
-    the last `polls` polls had more than half of the instances failing. A poll without any
-    instance (no ready pods) is no data: it counts neither way."""
-    duration: timedelta = step.params.get("duration") or ctx.environment.monitor
-    if duration <= timedelta(0):
-        return StepResult(summary=f"skipped: {ctx.environment.name} has no monitoring window")
-    if ctx.service.health is None:
-        if await _wait_cancelled(ctx, duration.total_seconds()):
-            raise StepAborted(f"aborted during {step.name}")
-        return StepResult(
-            summary=f"monitored for {format_duration(duration)} (no health URL to poll)"
-        )
-    interval: timedelta = step.params.get("interval", timedelta(seconds=15))
-    window: int = step.params.get("polls", 4)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + duration.total_seconds()
-    polls: list[bool] = []
-    no_data: list[str] = []
-    failures: list[str] = []
-    while True:
-        snapshot = await _check_health(ctx, step.name)
-        if snapshot.no_data:
-            no_data.append(snapshot.summary())
-        else:
-            ok = not snapshot.value > 0.5
-            polls.append(ok)
-            if not ok:
-                failures.append(snapshot.summary())
-            if health_guard_tripped(polls, window):
-                recent = polls[-window:]
-                failed = sum(1 for result in recent if not result)
-                raise StepFailed(
-                    f"the health check failed {failed} of the last {len(recent)} polls"
-                    f" while monitoring: {snapshot.summary()}",
-                    "\n".join(failures[-OUTPUT_LINES:]),
-                )
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        if await _wait_cancelled(ctx, min(interval.total_seconds(), remaining)):
-            raise StepAborted(f"aborted during {step.name}")
-        if loop.time() >= deadline:
-            break
-    healthy = sum(polls)
-    summary = (
-        f"monitored for {format_duration(duration)}: health ok in {healthy} of {len(polls)} polls"
-    )
-    if no_data:
-        summary += f"; {len(no_data)} polls without data ({no_data[-1]})"
-    return StepResult(summary=summary, output="\n".join(failures[-OUTPUT_LINES:]))
-
-
 async def _step_wait(step: Step, ctx: StepContext) -> StepResult:
     duration: timedelta = step.params["duration"]
     if await _wait_cancelled(ctx, duration.total_seconds()):
@@ -877,11 +818,11 @@ _HANDLERS: dict[str, _Handler] = {
     "smoke": _step_smoke,
     "shift_traffic": _step_shift_traffic,
     "finalize": _step_finalize,
-    "monitor": _step_monitor,
     "cleanup": _step_cleanup,
     "wait": _step_wait,
 }
-assert set(_HANDLERS) == set(KINDS)
+# `monitor` is the engine's (bot/deploys/monitor.py): the window needs the run and the catalog.
+assert set(_HANDLERS) == set(KINDS) - {"monitor"}
 
 
 # --- custom checks -------------------------------------------------------------------------------

@@ -8,14 +8,13 @@ twenty people pressing Rollback at once produce one rollback; the others are tol
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
 from bot import audit
 from bot.db.models import Deploy, utc_now
 from bot.deploys import gates, locks
 from bot.deploys.messaging import ROLLBACK_CONFIRM
 from bot.deploys.service import Deploys
-from bot.messages import Button, Message, Result, refused
+from bot.deploys.states import DeployState
+from bot.messages import Button, Mention, Message, Result, Text, refused, text
 
 ROLLBACK_STEP = {"name": "roll back", "kind": "rollback", "params": {}, "status": "pending"}
 
@@ -27,22 +26,6 @@ class Rollbacks:
         self.deploys = deploys
         self.deps = deploys.deps
 
-    async def _last_deploy(self, service: str, environment: str) -> Deploy | None:
-        """The deploy whose version runs now: the newest that succeeded there."""
-        statement = (
-            select(Deploy)
-            .where(
-                Deploy.service == service,
-                Deploy.environment == environment,
-                Deploy.state == "succeeded",
-                Deploy.dry_run.is_(False),
-            )
-            .order_by(Deploy.finished_at.desc(), Deploy.id.desc())
-            .limit(1)
-        )
-        async with self.deps.db.session() as session:
-            return await session.scalar(statement)
-
     async def _authorized(self, user: str, environment: str) -> gates.GateResult:
         env = self.deps.catalog.environment(environment)
         assert env is not None
@@ -52,7 +35,7 @@ class Rollbacks:
     async def _what(
         self, service: str, environment: str, version: str | None
     ) -> tuple[Deploy, str] | Result:
-        last = await self._last_deploy(service, environment)
+        last = await self.deploys.store.last_succeeded(service, environment)
         if last is None:
             return refused(
                 f"opsbot has no successful deploy of {service} in {environment} to roll back."
@@ -114,7 +97,7 @@ class Rollbacks:
                 version=restore,
                 previous_version=last.version,
                 strategy="rollback",
-                state="running",
+                state=str(DeployState.RUNNING),
                 requested_by=user,
                 rollback_of_id=last.id,
                 details={
@@ -147,15 +130,16 @@ class Rollbacks:
             True, Message(f"Rolling back {service} in {environment} to {restore} (#{row.id}).")
         )
 
-    async def _busy(self, service: str, environment: str, holder: locks.LockHolder) -> str:
+    async def _busy(self, service: str, environment: str, holder: locks.LockHolder) -> str | Text:
         if holder.deploy_id:
             async with self.deps.db.session() as session:
                 other = await session.get(Deploy, holder.deploy_id)
             if other is not None and other.strategy == "rollback":
                 since = holder.since.strftime("%H:%M:%S UTC")
-                return (
-                    f"<@{other.requested_by}> is already rolling back {service} in {environment} "
-                    f"to {other.version} (#{other.id}, since {since})."
+                return text(
+                    Mention(other.requested_by),
+                    f" is already rolling back {service} in {environment} "
+                    f"to {other.version} (#{other.id}, since {since}).",
                 )
         return f"{service} in {environment} is {holder.describe()}."
 

@@ -96,6 +96,7 @@ async def watch(
     clock: Callable[[], datetime] = utc_now,
     on_poll: Callable[[list[Verdict]], Any] | None = None,
     target: Target | None = None,
+    health_polls: int | None = None,
 ) -> WatchResult:
     """Watch for `duration`; stop at the first breach, or when `cancelled` is set.
 
@@ -116,6 +117,7 @@ async def watch(
             on_poll=on_poll,
             target=target,
             session=session,
+            health_polls=health_polls,
         )
 
 
@@ -133,9 +135,12 @@ async def _watch(
     on_poll: Callable[[list[Verdict]], Any] | None,
     target: Target | None,
     session: aiohttp.ClientSession,
+    health_polls: int | None = None,
 ) -> WatchResult:
     health: list[Sample] = []
-    checks_health = service.health is not None and any(t.metric == HEALTH_METRIC for t in triggers)
+    wanted = health_polls is not None or any(t.metric == HEALTH_METRIC for t in triggers)
+    checks_health = service.health is not None and wanted
+    polls: list[bool] = []  # per poll with data: True when at most half the instances failed
     snapshot: HealthSnapshot | None = None
     deadline = clock() + duration
     verdicts: list[Verdict] = []
@@ -152,12 +157,18 @@ async def _watch(
             )
             # NaN (no instance to check) is kept: evaluate() drops it, so it is a missing sample.
             health.append(Sample(now, snapshot.value))
+            if not snapshot.no_data:
+                polls.append(not snapshot.value > 0.5)
         verdicts = []
         for trigger in triggers:
             verdict = await _judge(trigger, source, service, health, now, interval, baseline)
             if trigger.metric == HEALTH_METRIC and snapshot is not None:
                 verdict = _with_instances(verdict, snapshot)
             verdicts.append(verdict)
+        if health_polls is not None and snapshot is not None:
+            guard = _health_guard(polls, health_polls, health, snapshot)
+            if guard is not None:
+                verdicts.append(guard)
         if on_poll is not None:
             await on_poll(verdicts)
         deciding = worst(verdicts)
@@ -200,6 +211,36 @@ async def _judge(
             samples = ()
     return evaluate(
         trigger, samples, now=now, interval=interval, baseline=baseline.get(trigger.metric)
+    )
+
+
+def health_guard_tripped(polls: Sequence[bool], window: int) -> bool:
+    """Has the health check failed in more than half of the last `window` polls (True = ok)?"""
+    failures = sum(1 for ok in list(polls)[-window:] if not ok)
+    return failures * 2 > window
+
+
+def _health_guard(
+    polls: list[bool], window: int, health: list[Sample], snapshot: HealthSnapshot
+) -> Verdict | None:
+    """The guard's breach, or None: more than half of the last `window` polls failed."""
+    if not health_guard_tripped(polls, window):
+        return None
+    recent = polls[-window:]
+    failed = sum(1 for ok in recent if not ok)
+    return Verdict(
+        rule="health-polls",
+        metric=HEALTH_METRIC,
+        state="breach",
+        limit=0.5,
+        baseline=None,
+        op=">",
+        for_=timedelta(0),
+        held_for=timedelta(0),
+        values=tuple(sample.value for sample in health[-window:]),
+        newest=snapshot.value,
+        reason=f"the health check failed {failed} of the last {len(recent)} polls while"
+        f" monitoring: {snapshot.summary()}",
     )
 
 

@@ -217,5 +217,5 @@ class Lifecycle:
 
 
 def _by(before: str, user: str, *after: str | Text) -> Text:
-    """A timeline line naming who did it: `before` <@user> `after`."""
+    """A timeline line naming who did it: `before`, a mention of `user`, `after`."""
     return text(before, Mention(user), *after)

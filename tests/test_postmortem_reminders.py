@@ -14,7 +14,8 @@ from bot.app import build_services
 from bot.catalog import Catalog
 from bot.db.models import Incident
 from bot.db.session import Database
-from bot.incidents.postmortem import markdown_inline, reminder_step
+from bot.incidents.postmortem_markdown import markdown_inline
+from bot.incidents.postmortem_reminders import reminder_step
 from tests.conftest import RunningBot, bot_settings, start_bot
 from tests.fakes.slack import FakeSlack
 from tests.helpers.db import add

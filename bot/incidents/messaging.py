@@ -7,7 +7,20 @@ import unicodedata
 from datetime import datetime, timedelta
 
 from bot.db.models import Incident
-from bot.messages import Button, Message
+from bot.incidents.states import IncidentState
+from bot.messages import (
+    Button,
+    ChannelRef,
+    Emoji,
+    Inline,
+    Mention,
+    Message,
+    RichText,
+    Text,
+    join,
+    plain,
+    text,
+)
 
 # Button action ids (a contract with the handlers).
 ACKNOWLEDGE = "incident_acknowledge"  # on the incident channel's first message; value: incident id
@@ -15,8 +28,16 @@ DECLARE = "incident_declare"  # on alerts and rollbacks: value JSON {"service", 
 
 CHANNEL_NAME_LIMIT = 80  # Slack's limit on channel names
 
-STATUS = {"active": "investigating", "mitigated": "mitigated", "resolved": "resolved"}
-MARK = {"P0": ":red_circle:", "P1": ":large_orange_circle:", "P2": ":large_yellow_circle:"}
+STATUS = {
+    IncidentState.ACTIVE: "investigating",
+    IncidentState.MITIGATED: "mitigated",
+    IncidentState.RESOLVED: "resolved",
+}
+MARK = {
+    "P0": Emoji("red_circle"),
+    "P1": Emoji("large_orange_circle"),
+    "P2": Emoji("large_yellow_circle"),
+}
 
 
 def slugify(title: str) -> str:
@@ -34,20 +55,55 @@ def channel_name(prefix: str, number: int, title: str, attempt: int = 1) -> str:
     return f"{head}{slug}{suffix}"
 
 
-def mention(user: str | None) -> str:
-    return f"<@{user}>" if user else "nobody"
+def who(user: str | None) -> Mention | str:
+    """A person as a mention, or "nobody"."""
+    return Mention(user) if user else "nobody"
+
+
+def verbatim(words: str) -> Text:
+    """Words a person typed, passed on as Slack has always shown them here (their own mentions
+    and formatting work). The trust issue is where these become `UserText`."""
+    return Text((words,))
+
+
+def channel(channel_id: str | None, missing: str) -> ChannelRef | str:
+    return ChannelRef(channel_id) if channel_id else missing
+
+
+def stored(value: RichText) -> str:
+    """Text as the database keeps it (timeline entries, the first message's remembered lines).
+
+    People and channels keep Slack's `<@U…>` / `<#C…>` form: pinned messages arrive in it, rows
+    have always been written in it, and the postmortem turns it back into roles.
+    """
+    if isinstance(value, str):
+        return value
+    return "".join(_stored_piece(part) for part in value.parts)
+
+
+def _stored_piece(part: Inline) -> str:
+    match part:
+        case Mention(principal) if principal.startswith("S"):
+            return f"<!subteam^{principal}>"
+        case Mention(principal):
+            return f"<@{principal}>"
+        case ChannelRef(channel_id):
+            return f"<#{channel_id}>"
+    return plain(part)
 
 
 def status_of(incident: Incident) -> str:
-    status = STATUS.get(incident.state, incident.state)
-    if incident.state == "active" and incident.acknowledged_at is not None:
+    status = STATUS.get(IncidentState(incident.state), incident.state)
+    if incident.state == IncidentState.ACTIVE and incident.acknowledged_at is not None:
         status = "acknowledged"
     return status
 
 
-def topic(incident: Incident) -> str:
+def topic(incident: Incident) -> Text:
     """The channel topic: severity | status | commander."""
-    return f"{incident.severity} | {status_of(incident)} | commander {mention(incident.commander)}"
+    return text(
+        f"{incident.severity} | {status_of(incident)} | commander ", who(incident.commander)
+    )
 
 
 def clock(when: datetime | None) -> str:
@@ -69,24 +125,24 @@ def services_text(incident: Incident) -> str:
     return ", ".join(incident.services or []) or "none named"
 
 
-def roles_text(incident: Incident) -> str:
+def roles_text(incident: Incident) -> Text | str:
     roles = dict(incident.roles or {})
-    return ", ".join(f"{role} {mention(user)}" for role, user in sorted(roles.items())) or "—"
+    return join(", ", (text(f"{role} ", who(user)) for role, user in sorted(roles.items()))) or "—"
 
 
 def announcement(incident: Incident) -> Message:
     """The message in slack.channels.incidents, updated in place as the incident changes."""
-    headline = f"{MARK.get(incident.severity, ':white_circle:')} *{incident.key}*"
-    if incident.state == "resolved":
-        headline = f":white_check_mark: *{incident.key}* resolved"
-    channel = f"<#{incident.channel_id}>" if incident.channel_id else "(no channel)"
-    fields: list[tuple[str, str]] = [
+    headline = text(MARK.get(incident.severity, Emoji("white_circle")), f" *{incident.key}*")
+    if incident.state == IncidentState.RESOLVED:
+        headline = text(Emoji("white_check_mark"), f" *{incident.key}* resolved")
+    where = channel(incident.channel_id, "(no channel)")
+    fields: list[tuple[str, RichText]] = [
         ("Severity", incident.severity),
         ("Status", status_of(incident)),
-        ("Commander", mention(incident.commander)),
-        ("Channel", channel),
+        ("Commander", text(who(incident.commander))),
+        ("Channel", text(where)),
         ("Services", services_text(incident)),
-        ("Declared", f"{clock(incident.declared_at)} by {mention(incident.declared_by)}"),
+        ("Declared", text(f"{clock(incident.declared_at)} by ", who(incident.declared_by))),
     ]
     if incident.roles:
         fields.append(("Roles", roles_text(incident)))
@@ -95,43 +151,56 @@ def announcement(incident: Incident) -> Message:
         fields.append(("Resolved", f"{clock(incident.resolved_at)} (after {span(took)})"))
     elif incident.last_update_at is not None:
         fields.append(("Last update", clock(incident.last_update_at)))
-    text = f"{headline}: {incident.title}"
-    if incident.state == "resolved" and incident.summary:
-        text += f"\n{incident.summary}"
+    words = text(headline, ": ", verbatim(incident.title))
+    if incident.state == IncidentState.RESOLVED and incident.summary:
+        words += text("\n", verbatim(incident.summary))
     return Message(
-        text=text,
+        text=words,
         fields=tuple(fields),
-        context=f"{incident.key} · join {channel} to help · updated as the incident changes",
+        context=text(
+            f"{incident.key} · join ", where, " to help · updated as the incident changes"
+        ),
     )
 
 
 def channel_intro(
     incident: Incident, *, suggestion: str, paging: list[str], invite_problems: list[str]
 ) -> Message:
-    """The incident channel's first message, with Acknowledge until someone presses it."""
-    lines = [
-        f"*{incident.key}: {incident.title}*",
-        f"Severity *{incident.severity}*, declared by {mention(incident.declared_by)}; "
-        f"commander {mention(incident.commander)}. Services: {services_text(incident)}.",
+    """The incident channel's first message, with Acknowledge until someone presses it.
+
+    `suggestion`, `paging` and `invite_problems` are lines as the database keeps them (`stored`).
+    """
+    lines: list[Text] = [
+        text(f"*{incident.key}: ", verbatim(incident.title), "*"),
+        text(
+            f"Severity *{incident.severity}*, declared by ",
+            who(incident.declared_by),
+            "; commander ",
+            who(incident.commander),
+            f". Services: {services_text(incident)}.",
+        ),
     ]
     if incident.description:
-        lines.append(f">{incident.description[:1500]}")
-    lines.append(suggestion)
-    lines.extend(f"Paging: {line}" for line in paging)
-    lines.extend(f":warning: {line}" for line in invite_problems)
+        lines.append(text(">", verbatim(incident.description[:1500])))
+    lines.append(verbatim(suggestion))
+    lines.extend(text("Paging: ", verbatim(line)) for line in paging)
+    lines.extend(text(Emoji("warning"), " ", verbatim(line)) for line in invite_problems)
     lines.append(
-        "Post updates with `/incident update <text>`; pin messages or add :pushpin: to put them "
-        "in the timeline; `/incident resolve [summary]` when it is over."
+        text(
+            "Post updates with `/incident update <text>`; pin messages or add ",
+            Emoji("pushpin"),
+            " to put them in the timeline; `/incident resolve [summary]` when it is over.",
+        )
     )
     buttons: tuple[Button, ...] = ()
-    context = f"{incident.key} · detected {clock(incident.detected_at)}"
-    if incident.acknowledged_at is None and incident.state != "resolved":
+    context = text(f"{incident.key} · detected {clock(incident.detected_at)}")
+    if incident.acknowledged_at is None and incident.state != IncidentState.RESOLVED:
         buttons = (Button(ACKNOWLEDGE, "Acknowledge", str(incident.id), "primary"),)
     elif incident.acknowledged_at is not None:
         context += f" · acknowledged {clock(incident.acknowledged_at)}"
         if incident.acknowledged_by:
-            context += f" by {mention(incident.acknowledged_by)}"
-    return Message(text="\n".join(lines), buttons=buttons, context=context)
+            context += text(" by ", who(incident.acknowledged_by))
+    return Message(text=join("\n", lines), buttons=buttons, context=context)
 
 
 def list_message(incidents: list[Incident], now: datetime) -> Message:
@@ -139,12 +208,17 @@ def list_message(incidents: list[Incident], now: datetime) -> Message:
         return Message("No active incidents.")
     lines = []
     for incident in incidents:
-        channel = f"<#{incident.channel_id}>" if incident.channel_id else "no channel"
         age = span(now - incident.declared_at)
         last = span(now - incident.last_update_at) if incident.last_update_at else "—"
         lines.append(
-            f"• *{incident.key}* {incident.severity} {status_of(incident)} — {incident.title} "
-            f"({channel}, commander {mention(incident.commander)}, open {age}, "
-            f"last update {last} ago)"
+            text(
+                f"• *{incident.key}* {incident.severity} {status_of(incident)} — ",
+                verbatim(incident.title),
+                " (",
+                channel(incident.channel_id, "no channel"),
+                ", commander ",
+                who(incident.commander),
+                f", open {age}, last update {last} ago)",
+            )
         )
-    return Message(f"*Active incidents ({len(incidents)})*\n" + "\n".join(lines))
+    return Message(text(f"*Active incidents ({len(incidents)})*\n", join("\n", lines)))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from bot.messages import MessageRef
+from bot.messages import MessageRef, RichText
 
 
 class WorkspaceError(Exception):
@@ -39,7 +39,9 @@ class Workspace(Protocol):
         """Invite users (user groups are expanded); one line per person who could not be."""
         ...
 
-    async def set_topic(self, channel: str, topic: str) -> None: ...
+    async def set_topic(self, channel: str, topic: RichText) -> None:
+        """The channel's topic (mentions in it stay mentions)."""
+        ...
 
     async def fetch_message(self, channel: str, ts: str) -> ChatMessage | None:
         """The message posted at `ts` in `channel` (also a thread reply), or None."""

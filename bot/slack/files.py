@@ -8,7 +8,9 @@ import aiohttp
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.incidents.postmortem import UploadFailed
+from bot.incidents.postmortem_ports import UploadFailed
+from bot.messages import RichText
+from bot.slack.render import mrkdwn
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,7 @@ class SlackFileUploader:
         self.client = client
 
     async def upload(
-        self, channel: str, *, filename: str, title: str, content: str, comment: str
+        self, channel: str, *, filename: str, title: str, content: str, comment: RichText
     ) -> str:
         try:
             response = await self.client.files_upload_v2(
@@ -33,7 +35,7 @@ class SlackFileUploader:
                 filename=filename,
                 title=title,
                 content=content,
-                initial_comment=comment,
+                initial_comment=mrkdwn(comment),
             )
         except SlackApiError as exc:
             raise UploadFailed(f"Slack refused the upload: {exc.response.get('error')}") from exc

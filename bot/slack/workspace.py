@@ -11,6 +11,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.incidents.ports import ChannelNameTaken, ChatMessage, WorkspaceError
+from bot.messages import RichText
+from bot.slack.render import mrkdwn
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +68,9 @@ class SlackWorkspace:
                     problems.append(f"could not invite <@{user}>: {_error(exc)}")
         return problems
 
-    async def set_topic(self, channel: str, topic: str) -> None:
+    async def set_topic(self, channel: str, topic: RichText) -> None:
         try:
-            await self.client.conversations_setTopic(channel=channel, topic=topic[:250])
+            await self.client.conversations_setTopic(channel=channel, topic=mrkdwn(topic)[:250])
         except SlackApiError as exc:
             raise WorkspaceError(f"Slack refused the topic of {channel}: {_error(exc)}") from exc
 

@@ -36,7 +36,7 @@ from bot.slack.workspace import SlackWorkspace
 from handlers import actions, alerts, commands, deploy, incidents, oncall, postmortem
 from handlers.common import HandlerDeps, Routes
 
-__all__ = ["Services", "build_bolt_app", "build_client", "build_services", "playbooks_dir"]
+__all__ = ["build_bolt_app", "build_client", "build_services", "playbooks_dir"]
 
 # Every module of listeners, in the order Bolt tries them (the first match runs): the specific
 # listeners of events, views and actions first, the catch-alls in `actions` last.

@@ -19,10 +19,11 @@ from urllib.parse import urlencode
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 
-from bot.app import Services, build_bolt_app, build_services
+from bot.app import build_bolt_app, build_services
 from bot.catalog import Catalog
 from bot.console.standin import Message, SlackStandIn
 from bot.db.session import Database
+from bot.services import Services
 from bot.settings import Settings
 from bot.web import slack_signature
 

@@ -84,7 +84,7 @@ class AlertActions:
                 at=now,
                 service=alert.service,
                 actor=user,
-                key=f"alert:{alert_id}:acknowledged",
+                key=f"alert:{alert_id}:{AlertState.ACKNOWLEDGED}",
                 data={"alert_id": alert_id, "rule": alert.rule},
             )
         )

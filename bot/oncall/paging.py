@@ -28,7 +28,7 @@ from bot.oncall.escalation import Escalation
 from bot.oncall.pagerduty import PagerDutyApi
 from bot.oncall.schedule import OncallDirectory
 from bot.oncall.sending import Sending
-from bot.oncall.states import OPEN, PageEvent, PageState
+from bot.oncall.states import OPEN, PAGE_MACHINE, PageEvent, PageState
 from bot.oncall.store import PageStore, Timing
 from bot.oncall.thread import PageThread
 from bot.settings import Settings
@@ -251,7 +251,7 @@ class Paging:
         if not (was_open or withdrawn):
             return
         page = await self.store.get(dedup_key)
-        final = "resolved" if event == PageEvent.RESOLVE else "cancelled"
+        final = PAGE_MACHINE.target(event) or PageState.RESOLVED
         if withdrawn:
             await self.thread.say(page, texts.closed_before_sent(final))
             return

@@ -123,36 +123,26 @@ class PageStore:
         async with self.db.transaction() as session:
             await self.amend(session, page.dedup_key, Page.id == page.id, details=details)
 
+    @staticmethod
+    def _unengaged(query: Select[tuple[Any]], channel: str, thread_ts: str) -> Select[tuple[Any]]:
+        return query.where(
+            Page.channel == channel,
+            Page.thread_ts == thread_ts,
+            Page.state.in_(OPEN),
+            Page.engaged_at.is_(None),
+        )
+
     async def unengaged_in_thread(self, channel: str, thread_ts: str) -> list[str]:
         """Dedup keys of the open pages in a thread nobody has engaged yet."""
+        query = self._unengaged(select(Page.dedup_key), channel, thread_ts).order_by(Page.id)
         async with self.db.session() as session:
-            return list(
-                await session.scalars(
-                    select(Page.dedup_key)
-                    .where(
-                        Page.channel == channel,
-                        Page.thread_ts == thread_ts,
-                        Page.state.in_(OPEN),
-                        Page.engaged_at.is_(None),
-                    )
-                    .order_by(Page.id)
-                )
-            )
+            return list(await session.scalars(query))
 
     async def has_unengaged(self, channel: str, thread_ts: str) -> bool:
         """Whether a thread holds an open page nobody has engaged yet."""
+        query = self._unengaged(select(Page.id), channel, thread_ts).limit(1)
         async with self.db.session() as session:
-            found = await session.scalar(
-                select(Page.id)
-                .where(
-                    Page.channel == channel,
-                    Page.thread_ts == thread_ts,
-                    Page.state.in_(OPEN),
-                    Page.engaged_at.is_(None),
-                )
-                .limit(1)
-            )
-        return found is not None
+            return await session.scalar(query) is not None
 
     async def ids(self, query: Select[tuple[int]]) -> list[int]:
         async with self.db.session() as session:

@@ -7,10 +7,11 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
+from bot.alerts.states import AlertState
 from bot.catalog import format_duration
 from bot.db.models import Alert, Deploy
 from bot.deploys import messaging as deploy_messaging
-from bot.messages import Button, Message
+from bot.messages import Button, Emoji, Mention, Message, Text, join, text
 from bot.metrics.sparkline import sparkline
 
 # Button action ids (a contract with handlers/alerts.py and the incidents helper).
@@ -23,8 +24,13 @@ ROLL_BACK = deploy_messaging.ROLLBACK_DEPLOY
 SILENCE_FOR = timedelta(hours=1)
 RECENT_DEPLOY = timedelta(hours=1)
 
-MARK = {"firing": ":rotating_light:", "acknowledged": ":eyes:", "resolved": ":white_check_mark:"}
-SEVERITY_MARK = {"critical": ":red_circle:", "warning": ":large_orange_circle:"}
+FIRING_MARK = Emoji("rotating_light")
+MARK = {
+    AlertState.FIRING: FIRING_MARK,
+    AlertState.ACKNOWLEDGED: Emoji("eyes"),
+    AlertState.RESOLVED: Emoji("white_check_mark"),
+}
+SEVERITY_MARK = {"critical": Emoji("red_circle"), "warning": Emoji("large_orange_circle")}
 
 
 def number(value: float | None) -> str:
@@ -51,11 +57,11 @@ def minutes_ago(moment: datetime, now: datetime) -> str:
     return "just now" if minutes == 0 else f"{minutes} min ago"
 
 
-def deploy_line(deploy: Deploy, now: datetime) -> str:
-    """'v42 by <@U1>, 6 min ago' (with the deploy's state when it did not simply succeed)."""
+def deploy_line(deploy: Deploy, now: datetime) -> Text:
+    """'v42 by @U1, 6 min ago' (with the deploy's state when it did not simply succeed)."""
     when = deploy.finished_at or deploy.started_at or deploy.created_at
     what = "rollback to " + deploy.version if deploy.strategy == "rollback" else deploy.version
-    line = f"{what} by <@{deploy.requested_by}>, {minutes_ago(when, now)}"
+    line = text(f"{what} by ", Mention(deploy.requested_by), f", {minutes_ago(when, now)}")
     if deploy.state != "succeeded":
         line += f" ({deploy_messaging.HEADLINE.get(deploy.state, deploy.state)})"
     return line + f" · deploy #{deploy.id} to {deploy.environment}"
@@ -63,51 +69,58 @@ def deploy_line(deploy: Deploy, now: datetime) -> str:
 
 def condition(alert: Alert) -> str:
     details = alert.details or {}
-    text = f"{details.get('metric', '?')} {details.get('op', '>')} {number(alert.threshold)}"
+    words = f"{details.get('metric', '?')} {details.get('op', '>')} {number(alert.threshold)}"
     for_seconds = int(details.get("for_seconds") or 0)
     if for_seconds:
-        text += f" for {span(timedelta(seconds=for_seconds))}"
-    return text
+        words += f" for {span(timedelta(seconds=for_seconds))}"
+    return words
 
 
-def status_line(alert: Alert, now: datetime) -> str:
-    if alert.state == "resolved":
+def status_line(alert: Alert, now: datetime) -> Text:
+    if alert.state == AlertState.RESOLVED:
         lasted = (alert.resolved_at or now) - (alert.started_at or now)
-        return f"Resolved at {clock(alert.resolved_at)} after {span(lasted)}"
-    parts = []
-    if alert.state == "acknowledged":
+        return text(f"Resolved at {clock(alert.resolved_at)} after {span(lasted)}")
+    parts: list[Text | str] = []
+    if alert.state == AlertState.ACKNOWLEDGED:
         parts.append(
-            f"Acknowledged by <@{alert.acknowledged_by}> at {clock(alert.acknowledged_at)}"
+            text(
+                "Acknowledged by ",
+                Mention(str(alert.acknowledged_by)),
+                f" at {clock(alert.acknowledged_at)}",
+            )
         )
     else:
-        parts.append("Firing" if alert.state == "firing" else alert.state.capitalize())
+        parts.append("Firing" if alert.state == AlertState.FIRING else alert.state.capitalize())
     escalated = (alert.details or {}).get("escalated_to")
     if escalated or alert.escalation_level > 1:
         parts.append(f"escalated to {escalated or f'level {alert.escalation_level}'}")
     if alert.silenced_until and alert.silenced_until > now:
         who = (alert.details or {}).get("silenced_by")
-        by = f" by <@{who}>" if who else ""
-        parts.append(f"silenced{by} until {clock(alert.silenced_until)}")
-    return "; ".join(parts)
+        by = text(" by ", Mention(who)) if who else text()
+        parts.append(text("silenced", by, f" until {clock(alert.silenced_until)}"))
+    return join("; ", parts)
 
 
 def alert_message(alert: Alert, *, deploy: Deploy | None, now: datetime) -> Message:
     """The alert's message: what breached, how long, the values, the last deploy, what to do."""
     details = alert.details or {}
     severity = alert.severity
-    mark = MARK.get(alert.state, ":rotating_light:")
-    headline = {"firing": "firing", "acknowledged": "acknowledged", "resolved": "resolved"}.get(
-        alert.state, alert.state
-    )
-    text = f"{mark} *{alert.service}: {alert.rule}* — {headline} ({severity})"
+    mark = MARK.get(AlertState(alert.state), FIRING_MARK)
+    words = text(mark, f" *{alert.service}: {alert.rule}* — {alert.state} ({severity})")
     reason = details.get("reason")
     if reason:
-        text += f"\n{reason}"
+        words += f"\n{reason}"
     held = timedelta(seconds=float(details.get("held_seconds") or 0))
     since = alert.started_at
-    fields: list[tuple[str, str]] = [
+    severity_mark = SEVERITY_MARK.get(severity)
+    fields: list[tuple[str, str | Text]] = [
         ("Service", alert.service),
-        ("Rule", f"{alert.rule} ({SEVERITY_MARK.get(severity, '')} {severity})".replace("( ", "(")),
+        (
+            "Rule",
+            text(f"{alert.rule} (", severity_mark, f" {severity})")
+            if severity_mark
+            else f"{alert.rule} ({severity})",
+        ),
         (
             "Value",
             f"{number(alert.value)} (threshold {details.get('op', '>')} {number(alert.threshold)})",
@@ -126,24 +139,25 @@ def alert_message(alert: Alert, *, deploy: Deploy | None, now: datetime) -> Mess
             f" (min {number(min(values))}, max {number(max(values))})"
         )
     buttons = alert_buttons(alert, deploy=deploy, now=now)
-    owners = " ".join(
-        f"<@{o}>" if o.startswith(("U", "W")) else f"<!subteam^{o}>"
-        for o in details.get("owners") or []
-    )
-    context = f"alert #{alert.id} · details in the thread"
+    owners = details.get("owners") or []
+    context = text(f"alert #{alert.id} · details in the thread")
     if owners:
-        context += f" · owners {owners}"
+        context += text(" · owners ", join(" ", map(Mention, owners)))
     return Message(
-        text=text, fields=tuple(fields), preformatted=preformatted, buttons=buttons, context=context
+        text=words,
+        fields=tuple(fields),
+        preformatted=preformatted,
+        buttons=buttons,
+        context=context,
     )
 
 
 def alert_buttons(alert: Alert, *, deploy: Deploy | None, now: datetime) -> tuple[Button, ...]:
-    if alert.state == "resolved":
+    if alert.state == AlertState.RESOLVED:
         return ()
     value = str(alert.id)
     buttons: list[Button] = []
-    if alert.state == "firing":
+    if alert.state == AlertState.FIRING:
         buttons.append(Button(ACKNOWLEDGE, "Acknowledge", value, "primary"))
     if deploy is not None and deploy.state == "succeeded":
         # The deploy message's own Roll back button: same value, confirm and handler.
@@ -165,16 +179,16 @@ def details_message(alert: Alert, *, query: str | None) -> Message:
     details = alert.details or {}
     samples: list[list[Any]] = details.get("samples") or []
     lines = [f"{at[11:19]}  {number(float(value))}" for at, value in samples]
-    text = (
+    words = (
         f"*Why:* {details.get('reason', condition(alert))}\n"
         f"Rule `{alert.rule}`: {condition(alert)}; evaluated every"
         f" {span(timedelta(seconds=float(details.get('interval_seconds') or 0)))}; it resolves"
         " once the value is back on the good side for one full poll."
     )
     if query:
-        text += f"\nQuery: `{' '.join(query.split())}`"
+        words += f"\nQuery: `{' '.join(query.split())}`"
     return Message(
-        text=text,
+        text=words,
         preformatted="\n".join(lines[-30:]) if lines else None,
         context=f"alert #{alert.id} · dedup key {alert.dedup_key}",
     )
@@ -183,24 +197,32 @@ def details_message(alert: Alert, *, query: str | None) -> Message:
 def resolved_note(alert: Alert) -> Message:
     details = alert.details or {}
     return Message(
-        f":white_check_mark: Resolved at {clock(alert.resolved_at)}:"
-        f" {details.get('resolve_reason', 'back on the good side')}"
+        text(
+            MARK[AlertState.RESOLVED],
+            f" Resolved at {clock(alert.resolved_at)}:"
+            f" {details.get('resolve_reason', 'back on the good side')}",
+        )
     )
 
 
 def outage_message(failing: dict[str, str], recovered: list[str], since: datetime) -> Message:
     """One notice per poll for queries that stopped (or started again) answering."""
-    lines = []
+    lines: list[Text | str] = []
     if failing:
         lines.append(
-            ":warning: *Metrics unavailable*: alerts that need these queries are neither fired nor"
-            " resolved until they answer again (no data is not a recovery)."
+            text(
+                Emoji("warning"),
+                " *Metrics unavailable*: alerts that need these queries are neither fired nor"
+                " resolved until they answer again (no data is not a recovery).",
+            )
         )
         lines += [f"• `{key}`: {reason}" for key, reason in sorted(failing.items())]
     if recovered:
         keys = ", ".join(f"`{key}`" for key in sorted(recovered))
-        lines.append(f":white_check_mark: *Metrics answer again*: {keys}; alerting resumed.")
-    return Message("\n".join(lines), context=f"as of {since:%Y-%m-%d %H:%M:%S} UTC")
+        lines.append(
+            text(Emoji("white_check_mark"), f" *Metrics answer again*: {keys}; alerting resumed.")
+        )
+    return Message(join("\n", lines), context=f"as of {since:%Y-%m-%d %H:%M:%S} UTC")
 
 
 def certificate_left(alert: Alert, now: datetime) -> str:
@@ -216,18 +238,19 @@ def certificate_left(alert: Alert, now: datetime) -> str:
 def certificate_message(alert: Alert, *, now: datetime) -> Message:
     """A certificate close to expiry: warning `warn_before` ahead (30 days), critical at 7."""
     details = alert.details or {}
-    mark = MARK.get(alert.state, ":rotating_light:")
-    text = (
-        f"{mark} *TLS certificate of {alert.service}* — {alert.state} ({alert.severity})\n"
+    mark = MARK.get(AlertState(alert.state), FIRING_MARK)
+    words = text(
+        mark,
+        f" *TLS certificate of {alert.service}* — {alert.state} ({alert.severity})\n"
         f"{certificate_left(alert, now).capitalize()}. opsbot warns {details.get('warn_days')}"
         f" days before expiry (the runbook) and is critical at {details.get('critical_days')}"
-        " days: renew it."
+        " days: renew it.",
     )
     buttons: tuple[Button, ...] = ()
-    if alert.state == "firing":
+    if alert.state == AlertState.FIRING:
         buttons = (Button(ACKNOWLEDGE, "Acknowledge", str(alert.id), "primary"),)
     return Message(
-        text=text,
+        text=words,
         fields=(("Host", alert.service), ("Status", status_line(alert, now))),
         buttons=buttons,
         context=f"alert #{alert.id} · checked daily",

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from bot.catalog import Catalog, OncallSchedule, Shift
 from bot.db.models import utc_now
+from bot.messages import Mention
 from bot.oncall.pagerduty import PagerDutyApi, PagerDutyError
 
 _SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,}")
@@ -34,7 +35,13 @@ class Person:
     pagerduty_id: str | None = None
 
     @property
+    def shown(self) -> Mention | str:
+        """How messages name them: a mention when Slack knows them, else their name."""
+        return Mention(self.slack_id) if self.slack_id else self.name
+
+    @property
     def mention(self) -> str:
+        # Kept for handlers/oncall.py, which writes its own mrkdwn; the domain uses `shown`.
         return f"<@{self.slack_id}>" if self.slack_id else self.name
 
 

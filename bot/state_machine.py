@@ -26,11 +26,15 @@ class StateMachine(Generic[S, E]):
         self.table = dict(table)
 
     def next(self, state: S | str, event: E) -> S:
-        """The state after `event`; raises IllegalTransition when `event` cannot happen now."""
+        """The state after `event` (from an enum member or the string stored in the database);
+        raises IllegalTransition when `event` cannot happen now."""
         for (source, on), target in self.table.items():
             if source == state and on == event:
                 return target
-        raise IllegalTransition(f"{self.name}: {event.value} is not allowed from {state}")
+        raise IllegalTransition(
+            f"{self.name}: {event.value} is not allowed from {state} "
+            f"(a {self.name} that is {state} cannot {event.value})"
+        )
 
     def sources(self, event: E) -> tuple[S, ...]:
         """The states `event` may start from (the guard of its conditional UPDATE)."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from bot.state_machine import IllegalTransition, StateMachine
+
 
 class DeployState(StrEnum):
     REQUESTED = "requested"
@@ -87,36 +89,29 @@ ACTIVE_STATES: tuple[DeployState, ...] = tuple(s for s in DeployState if s not i
 RUNNING_STATES: tuple[DeployState, ...] = (DeployState.RUNNING, DeployState.MONITORING)
 
 
-class IllegalTransition(ValueError):
-    """A move the table does not list."""
-
-    def __init__(self, state: str, event: DeployEvent) -> None:
-        super().__init__(f"a deploy that is {state} cannot {event.value}")
-        self.state = state
-        self.event = event
+DEPLOY_MACHINE = StateMachine[DeployState, DeployEvent]("deploy", TRANSITIONS)
 
 
 def next_state(state: str, event: DeployEvent) -> DeployState:
     """Where `event` takes a deploy that is in `state`; IllegalTransition when nowhere."""
-    try:
-        return TRANSITIONS[(DeployState(state), event)]
-    except (KeyError, ValueError):
-        raise IllegalTransition(state, event) from None
+    return DEPLOY_MACHINE.next(state, event)
 
 
 def sources(event: DeployEvent) -> tuple[DeployState, ...]:
     """Every state `event` moves a deploy from."""
-    return tuple(state for state, moved in TRANSITIONS if moved == event)
+    return DEPLOY_MACHINE.sources(event)
 
 
 def destination(event: DeployEvent) -> DeployState:
     """The one state `event` moves a deploy to (each event has exactly one)."""
-    (target,) = {target for (_, moved), target in TRANSITIONS.items() if moved == event}
+    target = DEPLOY_MACHINE.target(event)
+    assert target is not None, f"{event} keeps a deploy's state"
     return target
 
 
 __all__ = [
     "ACTIVE_STATES",
+    "DEPLOY_MACHINE",
     "FINAL_STATES",
     "RUNNING_STATES",
     "TRANSITIONS",

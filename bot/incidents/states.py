@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from bot.state_machine import IllegalTransition, StateMachine
+
 
 class IncidentState(StrEnum):
     """The stored values of `incidents.state`."""
@@ -27,10 +29,6 @@ class IncidentEvent(StrEnum):
     UPDATE = "update"  # anything said or changed while it runs (update, severity, roles)
 
 
-class IllegalTransition(ValueError):
-    """An event that the incident's state does not allow."""
-
-
 TRANSITIONS: dict[tuple[IncidentState, IncidentEvent], IncidentState] = {
     (IncidentState.ACTIVE, IncidentEvent.MITIGATE): IncidentState.MITIGATED,
     (IncidentState.ACTIVE, IncidentEvent.RESOLVE): IncidentState.RESOLVED,
@@ -40,26 +38,38 @@ TRANSITIONS: dict[tuple[IncidentState, IncidentEvent], IncidentState] = {
 }
 
 
+INCIDENT_MACHINE = StateMachine[IncidentState, IncidentEvent]("incident", TRANSITIONS)
+
+
 def transition(state: str, event: IncidentEvent) -> IncidentState:
     """The state after `event` in `state`; IllegalTransition when the table has no such move."""
-    try:
-        return TRANSITIONS[IncidentState(state), event]
-    except (KeyError, ValueError):
-        raise IllegalTransition(f"an incident that is {state} cannot {event}") from None
+    return INCIDENT_MACHINE.next(state, event)
 
 
 def sources(event: IncidentEvent) -> tuple[IncidentState, ...]:
     """The states `event` may leave: what a guarded UPDATE puts in its `WHERE state IN (…)`."""
-    return tuple(state for state, on in TRANSITIONS if on is event)
+    return INCIDENT_MACHINE.sources(event)
 
 
 def target(event: IncidentEvent) -> IncidentState:
     """The one state `event` leads to from every state it may leave (for a guarded UPDATE)."""
-    targets = {TRANSITIONS[state, event] for state in sources(event)}
-    if len(targets) != 1:
-        raise IllegalTransition(f"{event} leads to {len(targets)} states; name the source state")
-    return targets.pop()
+    moved = INCIDENT_MACHINE.target(event)
+    if moved is None:
+        raise IllegalTransition(f"{event} keeps an incident's state; it has no target")
+    return moved
 
 
 # Where an incident still runs (listed, reminded, timeline fed): the states it can be resolved from.
 ACTIVE_STATES: tuple[IncidentState, ...] = sources(IncidentEvent.RESOLVE)
+
+__all__ = [
+    "ACTIVE_STATES",
+    "INCIDENT_MACHINE",
+    "TRANSITIONS",
+    "IllegalTransition",
+    "IncidentEvent",
+    "IncidentState",
+    "sources",
+    "target",
+    "transition",
+]

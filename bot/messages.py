@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -183,6 +184,57 @@ def plain(part: Inline | Text) -> str:
         case Moment(at, with_date):
             return f"{at:%Y-%m-%d %H:%M:%S} UTC" if with_date else f"{at:%H:%M:%S} UTC"
     raise TypeError(f"not a piece of text: {part!r}")
+
+
+def verbatim(words: str) -> Text:
+    """Words a person typed, passed on as Slack has always shown them (their own mentions and
+    formatting work): lock reasons, incident titles, updates. The trust issue is where these
+    become `UserText`."""
+    return Text((words,))
+
+
+# --- text kept as a string ------------------------------------------------------------------
+# Text that outlives the moment it was said (a deploy's reason, a step's summary, an event on
+# the bus, an incident's timeline entry) is kept as one string. People and channels keep
+# Slack's `<@U…>` / `<!subteam^S…>` / `<#C…>` form in it: pinned messages arrive in that form,
+# rows have always been written in it, and the postmortem turns it back into roles.
+
+# Each form only where `stored` writes it, so that stored(from_stored(s)) == s for every s.
+_STORED_REFERENCE = re.compile(r"<@([^S>|][^>|]*)>|<!subteam\^(S[^>|]*)>|<#([^>|]+)>")
+
+
+def stored(value: RichText) -> str:
+    """`value` as one string to keep (see above); `from_stored` reads it back."""
+    if isinstance(value, str):
+        return value
+    return "".join(_stored_piece(part) for part in value.parts)
+
+
+def _stored_piece(part: Inline) -> str:
+    match part:
+        case Mention(principal) if principal.startswith("S"):
+            return f"<!subteam^{principal}>"
+        case Mention(principal):
+            return f"<@{principal}>"
+        case ChannelRef(channel_id):
+            return f"<#{channel_id}>"
+    return plain(part)
+
+
+def from_stored(kept: str) -> Text:
+    """Kept text as values again: people, groups and channels as `Mention` / `ChannelRef`, the
+    rest as the bot's own words (which is what it was when it was kept)."""
+    parts: list[Inline] = []
+    position = 0
+    for match in _STORED_REFERENCE.finditer(kept):
+        if match.start() > position:
+            parts.append(kept[position : match.start()])
+        person, group, channel_id = match.groups()
+        parts.append(ChannelRef(channel_id) if channel_id else Mention(person or group))
+        position = match.end()
+    if position < len(kept):
+        parts.append(kept[position:])
+    return Text(tuple(parts))
 
 
 @dataclass(frozen=True)

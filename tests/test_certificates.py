@@ -15,8 +15,8 @@ import trustme
 
 from bot.certificates import certificate_expiry, default_ssl_context
 from bot.deploys.certificate_gate import check_certificate, probe_certificate
-from bot.deploys.gates import GateResult
 from tests.fakes.tls import tls_server
+from tests.helpers.messages import verdict
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 HOST = "shop.example.com"
@@ -70,12 +70,12 @@ HOST = "shop.example.com"
     ],
 )
 def test_check_certificate(expires: datetime, passed: bool, reason: str) -> None:
-    assert check_certificate(HOST, expires, NOW) == GateResult("certificates", passed, reason)
+    assert verdict(check_certificate(HOST, expires, NOW)) == ("certificates", passed, reason)
 
 
 def test_check_certificate_with_its_own_minimum_and_port() -> None:
     result = check_certificate(HOST, NOW + timedelta(days=10), NOW, timedelta(days=7), port=8443)
-    assert result == GateResult(
+    assert verdict(result) == (
         "certificates",
         True,
         "certificates: the certificate of shop.example.com:8443 is valid until 2026-12-11 12:00"
@@ -124,7 +124,7 @@ async def test_certificate_expiring_in_10_days_is_refused_with_its_date(
         result = await probe_certificate(
             "127.0.0.1", port, now=not_after - timedelta(days=10), ssl_context=client_context(ca)
         )
-    assert result == GateResult(
+    assert verdict(result) == (
         "certificates",
         False,
         f"certificates: the certificate of 127.0.0.1:{port} expires on"
@@ -139,7 +139,7 @@ async def test_certificate_valid_for_90_days_passes(server: ServerFactory, ca: t
         result = await probe_certificate(
             "127.0.0.1", port, now=not_after - timedelta(days=90), ssl_context=client_context(ca)
         )
-    assert result == GateResult(
+    assert verdict(result) == (
         "certificates",
         True,
         f"certificates: the certificate of 127.0.0.1:{port} is valid until"
@@ -167,7 +167,7 @@ def free_port() -> int:
 async def test_unreachable_host_is_refused_with_the_reason() -> None:
     port = free_port()
     result = await probe_certificate("127.0.0.1", port, now=NOW, timeout=2)
-    assert result == GateResult(
+    assert verdict(result) == (
         "certificates",
         False,
         f"certificates: could not check the certificate of 127.0.0.1:{port}: Connection refused",
@@ -181,7 +181,7 @@ async def test_untrusted_certificate_is_refused_with_the_verification_error(
         result = await probe_certificate(
             "127.0.0.1", port, now=NOW, ssl_context=ssl.create_default_context()
         )
-    assert result == GateResult(
+    assert verdict(result) == (
         "certificates",
         False,
         f"certificates: could not check the certificate of 127.0.0.1:{port}:"
@@ -196,7 +196,7 @@ async def test_expired_certificate_fails_verification(
         result = await probe_certificate(
             "127.0.0.1", port, now=datetime.now(UTC), ssl_context=client_context(ca)
         )
-    assert result == GateResult(
+    assert verdict(result) == (
         "certificates",
         False,
         f"certificates: could not check the certificate of 127.0.0.1:{port}:"
@@ -220,7 +220,7 @@ async def test_silent_server_times_out() -> None:
         server.close()
         await server.wait_closed()
     assert accepted.is_set()
-    assert result == GateResult(
+    assert verdict(result) == (
         "certificates",
         False,
         f"certificates: could not check the certificate of 127.0.0.1:{port}: no answer within 0.2s",

@@ -17,6 +17,8 @@ from bot.deploys.gates import (
     check_promotion,
     evaluate,
 )
+from bot.messages import text
+from tests.helpers.messages import verdict
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -62,7 +64,7 @@ PROD_DEPLOYERS = environment(deployers=["U0ALICE", "S0OPS"])
 def test_deployer(
     env: Environment, user: str, groups: list[str], passed: bool, reason: str
 ) -> None:
-    assert check_deployer(env, user, groups) == GateResult("deployer", passed, reason)
+    assert verdict(check_deployer(env, user, groups)) == ("deployer", passed, reason)
 
 
 # --- freeze --------------------------------------------------------------------------------------
@@ -137,18 +139,20 @@ UNTIL_MONDAY = (
     ],
 )
 def test_freeze(now: datetime, expected: tuple[bool, str]) -> None:
-    assert check_freeze(FROZEN_ENV, now) == GateResult("freeze", *expected)
+    assert verdict(check_freeze(FROZEN_ENV, now)) == ("freeze", *expected)
 
 
 def test_freeze_without_reason_says_only_until_when() -> None:
     env = environment(freeze=[{"cron": "30 9 * * *", "duration": "1h", "timezone": "UTC"}])
-    assert check_freeze(env, utc(2026, 5, 4, 10, 0)) == GateResult(
-        "freeze", False, "freeze: prod is frozen until Mon 2026-05-04 10:30 UTC"
+    assert verdict(check_freeze(env, utc(2026, 5, 4, 10, 0))) == (
+        "freeze",
+        False,
+        "freeze: prod is frozen until Mon 2026-05-04 10:30 UTC",
     )
 
 
 def test_environment_without_windows_is_never_frozen() -> None:
-    assert check_freeze(environment(), utc(2026, 5, 4, 10, 0)) == GateResult("freeze", *OPEN)
+    assert verdict(check_freeze(environment(), utc(2026, 5, 4, 10, 0))) == ("freeze", *OPEN)
 
 
 # --- promotion -----------------------------------------------------------------------------------
@@ -181,7 +185,7 @@ def test_promotion(
     env = catalog.environment(env_name)
     assert env is not None
     result = check_promotion(catalog, env, version, succeeded)
-    assert result == GateResult("promotion", passed, reason)
+    assert verdict(result) == ("promotion", passed, reason)
 
 
 # --- approval ------------------------------------------------------------------------------------
@@ -263,18 +267,18 @@ def test_approval_rules(
     env: Environment, requester: str, approver: str, groups: list[str], passed: bool, reason: str
 ) -> None:
     result = check_approval_rules(env, requester, approver, groups)
-    assert result == GateResult("approval", passed, reason)
+    assert verdict(result) == ("approval", passed, reason)
 
 
 # --- precedence ----------------------------------------------------------------------------------
 
 
 def ok(gate: str) -> GateResult:
-    return GateResult(gate, True, f"{gate}: fine")
+    return GateResult(gate, True, text(f"{gate}: fine"))
 
 
 def refused(gate: str) -> GateResult:
-    return GateResult(gate, False, f"{gate}: no")
+    return GateResult(gate, False, text(f"{gate}: no"))
 
 
 @pytest.mark.parametrize(
@@ -290,8 +294,11 @@ def refused(gate: str) -> GateResult:
         ([refused("check:b"), refused("check:a")], refused("check:b")),
         ([refused("other"), refused("check:a")], refused("check:a")),
         (
-            [GateResult("certificates", False, "a"), GateResult("certificates", False, "b")],
-            GateResult("certificates", False, "a"),
+            [
+                GateResult("certificates", False, text("a")),
+                GateResult("certificates", False, text("b")),
+            ],
+            GateResult("certificates", False, text("a")),
         ),
     ],
 )

@@ -27,7 +27,6 @@ from bot.catalog import (
     Service,
 )
 from bot.db.models import utc_now
-from bot.deploys.gates import GateResult
 from bot.deploys.monitor import TriggerFired, monitor_window
 from bot.deploys.playbook import (
     Check,
@@ -45,6 +44,7 @@ from bot.deploys.playbook import (
 )
 from bot.deploys.watch import health_guard_tripped
 from bot.targets.base import DeployContext, Running, StepResult, Target, TargetError
+from tests.helpers.messages import verdict
 
 SHIPPED = Path(__file__).resolve().parent.parent / "playbooks"
 PYTHON = sys.executable
@@ -760,19 +760,21 @@ def check(**fields: Any) -> Check:
 
 async def test_run_check_passes_and_refuses_by_exit_status(tmp_path: Path) -> None:
     passing = check(run=python("pass", "{version}"))
-    assert await run_check(passing, context(tmp_path)) == GateResult(
-        "check:ci", True, f"check:ci: {PYTHON} -c pass v42 passed"
+    assert verdict(await run_check(passing, context(tmp_path))) == (
+        "check:ci",
+        True,
+        f"check:ci: {PYTHON} -c pass v42 passed",
     )
     failing = check(run=python("import sys; print('3 tests failed'); sys.exit(1)"))
     result = await run_check(failing, context(tmp_path))
     assert result.passed is False
-    assert result.reason.endswith(" exited with status 1: 3 tests failed")
+    assert verdict(result)[2].endswith(" exited with status 1: 3 tests failed")
 
 
 async def test_http_check_gate(tmp_path: Path, health: HealthServer) -> None:
     health.statuses = [409]
     gate = check(name="change-window", http_get=f"{health.url}/open/{{env}}", expect_status=204)
-    assert await run_check(gate, context(tmp_path)) == GateResult(
+    assert verdict(await run_check(gate, context(tmp_path))) == (
         "check:change-window",
         False,
         f"check:change-window: GET {health.url}/open/prod answered 409, expected 204",

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from bot.catalog import Catalog, Environment, Service
 from bot.certificates import CertificateUnavailable, certificate_expiry, default_ssl_context
 from bot.deploys.gates import GateResult
+from bot.messages import text
 
 __all__ = ["certificate_gates", "check_certificate", "probe_certificate"]
 
@@ -73,17 +74,21 @@ def check_certificate(
     when = f"{expires.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
     if left <= timedelta(0):
         return GateResult(
-            GATE, False, f"{GATE}: the certificate of {where} expired on {when}; renew it"
+            GATE, False, text(f"{GATE}: the certificate of {where} expired on {when}; renew it")
         )
     if left <= min_valid:
         return GateResult(
             GATE,
             False,
-            f"{GATE}: the certificate of {where} expires on {when}, in {_span(left)};"
-            f" it must be valid for more than {_span(min_valid)}, so renew it first",
+            text(
+                f"{GATE}: the certificate of {where} expires on {when}, in {_span(left)};"
+                f" it must be valid for more than {_span(min_valid)}, so renew it first"
+            ),
         )
     return GateResult(
-        GATE, True, f"{GATE}: the certificate of {where} is valid until {when}, {_span(left)} left"
+        GATE,
+        True,
+        text(f"{GATE}: the certificate of {where} is valid until {when}, {_span(left)} left"),
     )
 
 
@@ -101,6 +106,6 @@ async def probe_certificate(
         expires = await certificate_expiry(host, port, timeout=timeout, ssl_context=ssl_context)
     except CertificateUnavailable as err:
         return GateResult(
-            GATE, False, f"{GATE}: could not check the certificate of {host}:{port}: {err}"
+            GATE, False, text(f"{GATE}: could not check the certificate of {host}:{port}: {err}")
         )
     return check_certificate(host, expires, now, min_valid, port=port)

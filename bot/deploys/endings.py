@@ -15,6 +15,7 @@ from bot.deploys.publisher import DeployPublisher
 from bot.deploys.states import DeployEvent, DeployState, destination, next_state
 from bot.deploys.store import DeployStore, move
 from bot.events import ServiceEvent
+from bot.messages import Mention, RichText, stored, text
 from bot.targets.base import DeployContext, Target, TargetError
 
 log = logging.getLogger(__name__)
@@ -39,12 +40,13 @@ class DeployEndings:
         self,
         deploy: Deploy,
         event: DeployEvent,
-        reason: str | None,
+        said: RichText | None,
         persist: Persist,
         *,
         automatic: str | None = None,
     ) -> None:
         """End the run as `event` says, release its lock, and tell everyone."""
+        reason = None if said is None else stored(said)
         async with self.deps.db.transaction() as session:
             await move(session, deploy.id, event, reason=reason, finished_at=utc_now())
             await locks.release_for_deploy(session, deploy_id=deploy.id)
@@ -58,50 +60,47 @@ class DeployEndings:
             detail={"deploy": deploy.id, "reason": reason},
         )
         await persist()
-        await self.tell_finished(deploy, state, reason, automatic=automatic)
+        await self.tell_finished(deploy, state, said, automatic=automatic)
 
     async def finish_rollback(self, deploy: Deploy, persist: Persist) -> None:
         """A rollback succeeded: it and the deploy it undid say so."""
-        reason = (
-            f"Rolled back by <@{deploy.requested_by}>: {deploy.version} is back "
-            f"(was {deploy.previous_version})."
-        )
+        by = text("Rolled back by ", Mention(deploy.requested_by))
+        reason = text(by, f": {deploy.version} is back (was {deploy.previous_version}).")
         await self.finish(deploy, DeployEvent.SUCCEED, reason, persist)
         if deploy.rollback_of_id is not None:
             await self.store.move(
                 deploy.rollback_of_id,
                 DeployEvent.UNDO,
-                reason=f"Rolled back by <@{deploy.requested_by}> to {deploy.version} "
-                f"(#{deploy.id}).",
+                reason=stored(text(by, f" to {deploy.version} (#{deploy.id}).")),
             )
             undone = await self.store.load(deploy.rollback_of_id)
             if undone is not None:
                 await self.publisher.publish(undone)
 
     async def tell_finished(
-        self, deploy: Deploy, state: str, reason: str | None, *, automatic: str | None = None
+        self, deploy: Deploy, state: str, reason: RichText | None, *, automatic: str | None = None
     ) -> None:
         """Publish a finished deploy or rollback on the events bus (incident timelines)."""
         if self.deps.events is None or deploy.dry_run:
             return
-        words = DeployState(state).words
         rollback = deploy.strategy == "rollback" or state == DeployState.ROLLED_BACK
         if deploy.strategy == "rollback":
-            text = (
+            what = (
                 f"Rollback #{deploy.id} of {deploy.service} in {deploy.environment} to "
-                f"{deploy.version} by <@{deploy.requested_by}> {words}"
+                f"{deploy.version} by "
             )
         else:
-            text = (
+            what = (
                 f"Deploy #{deploy.id} of {deploy.service} {deploy.version} to "
-                f"{deploy.environment} by <@{deploy.requested_by}> {words}"
+                f"{deploy.environment} by "
             )
+        said = text(what, Mention(deploy.requested_by), f" {DeployState(state).words}")
         if reason:
-            text += f": {reason}"
+            said += text(": ", reason)
         await self.deps.events.publish(
             ServiceEvent(
                 kind="rollback" if rollback else "deploy",
-                text=text,
+                text=stored(said),
                 at=utc_now(),
                 service=deploy.service,
                 actor=None if state == DeployState.ROLLED_BACK else deploy.requested_by,
@@ -221,10 +220,10 @@ class DeployEndings:
         """Aborted by a person: put back what changed, skip the rest."""
         changed = changed_target(steps)
         problem = await self.restore(target, context) if changed else None
-        reason = f"Aborted by <@{aborted_by}>."
+        reason = text("Aborted by ", Mention(aborted_by), ".")
         if changed:
             restored = context.previous_version or "the previous version"
-            reason += (
+            reason += text(
                 f" {restored} is back." if problem is None else f" Rolling back failed: {problem}."
             )
         for record in steps:

@@ -22,7 +22,7 @@ from bot.deploys.publisher import DeployPublisher
 from bot.deploys.states import RUNNING_STATES, DeployEvent, DeployState
 from bot.deploys.store import DeployStore, jsonable, revive
 from bot.deploys.watch import record_baseline
-from bot.messages import Message, Result, refused
+from bot.messages import Mention, Message, Result, refused, stored, text
 from bot.metrics.base import make_source
 from bot.targets.base import DeployContext, StepResult, Target, TargetError
 
@@ -320,7 +320,9 @@ class DeployEngine:
                 "it shows as interrupted with Resume / Roll back / Release lock."
             )
         if run.abort_by:
-            return refused(f"<@{run.abort_by}> is already aborting deploy #{deploy_id}.")
+            return refused(
+                text(Mention(run.abort_by), f" is already aborting deploy #{deploy_id}.")
+            )
         run.abort_by = user
         run.step_event.set()
         await self.deps.audit(user, "deploy:abort", deploy_id)
@@ -354,11 +356,11 @@ def _automatic(run: ActiveRun) -> str | None:
 
 
 def _promoted(step_record: dict[str, Any], user: str) -> None:
-    # A step's summary is stored with the deploy (its checklist), in the bot's own mrkdwn.
+    # A step's summary is kept with the deploy (its checklist).
     step_record.update(
         status="skipped",
         finished_at=utc_now().isoformat(),
-        summary=f"skipped: promoted by <@{user}>",
+        summary=stored(text("skipped: promoted by ", Mention(user))),
     )
 
 

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from bot.catalog import Environment, FreezeWindow
+from bot.messages import Mention, Text, join, text
 
 __all__ = [
     "GATE_ORDER",
@@ -35,7 +36,6 @@ __all__ = [
     "check_freeze",
     "check_promotion",
     "evaluate",
-    "mention",
 ]
 
 # The order in which refusals are reported; "check:" stands for every custom check.
@@ -55,22 +55,21 @@ _DST_MARGIN = timedelta(days=1)
 class GateResult:
     gate: str  # "deployer", "lock", "freeze", "promotion", "certificates", "approval", "check:x"
     passed: bool
-    reason: str  # a full sentence for the user, starting with "<gate>: "
+    reason: Text  # a full sentence for the user, starting with "<gate>: "
 
 
 class _PromotionCatalog(Protocol):
     def previous_environment(self, name: str) -> Environment | None: ...
 
 
-def mention(principal: str) -> str:
-    """A Slack user (U…/W…) or user-group (S…) id as Slack renders it in a message."""
-    if principal.startswith("S"):
-        return f"<!subteam^{principal}>"
-    return f"<@{principal}>"
+def _mentions(principals: Iterable[str]) -> Text:
+    """People (U…/W…) and user groups (S…), as a list of mentions."""
+    return join(", ", map(Mention, principals))
 
 
-def _mentions(principals: Iterable[str]) -> str:
-    return ", ".join(mention(principal) for principal in principals)
+def _via(matched: str, user_id: str) -> Text:
+    """ " as a member of @group" when a group of the user's, not the user, was allowed."""
+    return text() if matched == user_id else text(" as a member of ", Mention(matched))
 
 
 def _matching_principal(
@@ -85,18 +84,23 @@ def _matching_principal(
 def check_deployer(env: Environment, user_id: str, user_groups: Collection[str]) -> GateResult:
     """May `user_id` (a member of the user groups `user_groups`) deploy to `env`?"""
     if not env.deployers:
-        return GateResult("deployer", True, f"deployer: anyone may deploy to {env.name}")
+        return GateResult("deployer", True, text(f"deployer: anyone may deploy to {env.name}"))
     matched = _matching_principal(env.deployers, user_id, user_groups)
     if matched is None:
         return GateResult(
             "deployer",
             False,
-            f"deployer: {mention(user_id)} may not deploy to {env.name};"
-            f" deployers are {_mentions(env.deployers)}",
+            text(
+                "deployer: ",
+                Mention(user_id),
+                f" may not deploy to {env.name}; deployers are ",
+                _mentions(env.deployers),
+            ),
         )
-    via = "" if matched == user_id else f" as a member of {mention(matched)}"
     return GateResult(
-        "deployer", True, f"deployer: {mention(user_id)} may deploy to {env.name}{via}"
+        "deployer",
+        True,
+        text("deployer: ", Mention(user_id), f" may deploy to {env.name}", _via(matched, user_id)),
     )
 
 
@@ -160,13 +164,13 @@ def check_freeze(env: Environment, now: datetime) -> GateResult:
     """Is `env` inside a freeze window at the aware datetime `now`?"""
     freeze = active_freeze(env, now)
     if freeze is None:
-        return GateResult("freeze", True, f"freeze: {env.name} is not frozen")
+        return GateResult("freeze", True, text(f"freeze: {env.name} is not frozen"))
     reasons = list(dict.fromkeys(window.reason for window in freeze.windows if window.reason))
     why = f" for {' and '.join(reasons)}" if reasons else ""
     # The end is shown in the zone of the window that ends last: the one people wrote it for.
     local = freeze.end.astimezone(freeze.last.tzinfo)
     until = f"{local:%a %Y-%m-%d %H:%M} {freeze.last.timezone}"
-    return GateResult("freeze", False, f"freeze: {env.name} is frozen{why} until {until}")
+    return GateResult("freeze", False, text(f"freeze: {env.name} is frozen{why} until {until}"))
 
 
 def check_promotion(
@@ -182,15 +186,19 @@ def check_promotion(
     previous = catalog.previous_environment(env.name)
     if not env.require_previous or previous is None:
         return GateResult(
-            "promotion", True, f"promotion: {env.name} does not require an earlier deploy"
+            "promotion", True, text(f"promotion: {env.name} does not require an earlier deploy")
         )
     if version in succeeded_in_previous:
-        return GateResult("promotion", True, f"promotion: {version} succeeded in {previous.name}")
+        return GateResult(
+            "promotion", True, text(f"promotion: {version} succeeded in {previous.name}")
+        )
     return GateResult(
         "promotion",
         False,
-        f"promotion: {version} has not succeeded in {previous.name};"
-        f" {env.name} only takes versions that did, so deploy it to {previous.name} first",
+        text(
+            f"promotion: {version} has not succeeded in {previous.name};"
+            f" {env.name} only takes versions that did, so deploy it to {previous.name} first"
+        ),
     )
 
 
@@ -202,35 +210,37 @@ def check_approval_rules(
     Nobody approves their own deploy; with `approvers` set, only they (or their groups) may.
     Whether enough approvals have been given is counted elsewhere.
     """
+    who = text("approval: ", Mention(approver))
     if approver == requester:
         return GateResult(
             "approval",
             False,
-            f"approval: {mention(approver)} requested this deploy and cannot approve it;"
-            f" ask {_approvers_text(env)}",
+            text(who, " requested this deploy and cannot approve it; ask ", _approvers_text(env)),
         )
     if not env.approvers:
-        return GateResult(
-            "approval", True, f"approval: {mention(approver)} may approve deploys to {env.name}"
-        )
+        return GateResult("approval", True, text(who, f" may approve deploys to {env.name}"))
     matched = _matching_principal(env.approvers, approver, approver_groups)
     if matched is None:
         return GateResult(
             "approval",
             False,
-            f"approval: {mention(approver)} may not approve deploys to {env.name};"
-            f" approvers are {_mentions(env.approvers)}",
+            text(
+                who,
+                f" may not approve deploys to {env.name}; approvers are ",
+                _mentions(env.approvers),
+            ),
         )
-    via = "" if matched == approver else f" as a member of {mention(matched)}"
     return GateResult(
-        "approval", True, f"approval: {mention(approver)} may approve deploys to {env.name}{via}"
+        "approval",
+        True,
+        text(who, f" may approve deploys to {env.name}", _via(matched, approver)),
     )
 
 
-def _approvers_text(env: Environment) -> str:
+def _approvers_text(env: Environment) -> Text:
     if not env.approvers:
-        return "someone else"
-    return f"one of {_mentions(env.approvers)}"
+        return text("someone else")
+    return text("one of ", _mentions(env.approvers))
 
 
 def _rank(gate: str) -> int:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from bot.db.models import Lock, utc_now
 from bot.db.session import Database
 from bot.db.statements import insert_or_ignore
+from bot.messages import Mention, Text, text, verbatim
 
 
 @dataclass(frozen=True)
@@ -24,11 +25,11 @@ class LockHolder:
     sticky: bool
     deploy_id: int | None
 
-    def describe(self) -> str:
+    def describe(self) -> Text:
         since = self.since.strftime("%Y-%m-%d %H:%M UTC")
         what = f"deploy #{self.deploy_id}" if self.deploy_id else "a manual lock"
-        reason = f": {self.reason}" if self.reason else ""
-        return f"locked by <@{self.holder}> since {since} ({what}){reason}"
+        said = text("locked by ", Mention(self.holder), f" since {since} ({what})")
+        return text(said, ": ", verbatim(self.reason)) if self.reason else said
 
 
 def unknown_holder() -> LockHolder:

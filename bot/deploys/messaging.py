@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.db.models import Deploy, utc_now
-from bot.messages import Button, Mention, Message, RichText, join, text
+from bot.messages import Button, Mention, Message, RichText, from_stored, join, text
 
 STATUS_MARK = {
     "pending": "·",
@@ -87,12 +87,12 @@ def deploy_message(deploy: Deploy, *, approvals_required: int = 0) -> Message:
     headline = HEADLINE.get(deploy.state, deploy.state)
     if deploy.strategy == "rollback":
         what = f"{deploy.service} in {deploy.environment} to {deploy.version}"
-        said = f"*Rollback #{deploy.id}: {what}* — {headline}"
+        said = text(f"*Rollback #{deploy.id}: {what}* — {headline}")
     else:
         what = f"{deploy.service} {deploy.version} to {deploy.environment}"
-        said = f"*Deploy #{deploy.id}: {what}* — {headline}"
+        said = text(f"*Deploy #{deploy.id}: {what}* — {headline}")
     if deploy.reason:
-        said += f"\n{deploy.reason}"
+        said += text("\n", from_stored(deploy.reason))
     return Message(
         text=said,
         fields=tuple(fields),

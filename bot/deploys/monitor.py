@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from bot.deploys.deps import DeployDeps
 from bot.deploys.playbook import Step, StepAborted, StepContext, StepFailed
 from bot.deploys.watch import watch
-from bot.messages import Emoji, text
+from bot.messages import Emoji, Mention, stored, text
 from bot.metrics.base import make_source
 from bot.targets.base import StepResult
 
@@ -100,8 +100,9 @@ async def monitor_window(
         run.details.pop("inconclusive", None)
         if run.abort_by:
             raise StepAborted("rolled back after an inconclusive window")
-        # A step's summary is stored with the deploy (its checklist), in the bot's own mrkdwn.
-        return StepResult(f"accepted by <@{run.promote_by}> although inconclusive: {reason}")
+        # A step's summary is kept with the deploy (its checklist).
+        accepted = text("accepted by ", Mention(run.promote_by or "unknown"))
+        return StepResult(stored(text(accepted, f" although inconclusive: {reason}")))
     return StepResult(
         f"every rollback trigger within its limit for {int(duration.total_seconds())}s"
     )

@@ -31,6 +31,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from bot.catalog import Environment, PositiveDuration, Service, format_duration
 from bot.deploys.gates import GateResult
 from bot.deploys.health import HealthSnapshot, check_health, diff_health
+from bot.messages import text
 from bot.targets.base import DeployContext, StepResult, Target, TargetError
 
 __all__ = [
@@ -834,25 +835,27 @@ async def run_check(check: Check, ctx: StepContext) -> GateResult:
     try:
         if check.run is not None:
             argv = [_fill(arg, ctx) for arg in check.run]
-            text = shlex.join(argv)
+            command = shlex.join(argv)
             status, output = await _run_command(argv, ctx, timeout=check.timeout)
             if status == 0:
-                return GateResult(gate, True, f"{gate}: {text} passed")
+                return GateResult(gate, True, text(f"{gate}: {command} passed"))
             last = output.strip().splitlines()[-1:] if output.strip() else []
             said = f": {last[0]}" if last else ""
             if status is None:
                 how = f"timed out after {format_duration(check.timeout)}"
             else:
                 how = f"exited with status {status}"
-            return GateResult(gate, False, f"{gate}: {text} {how}{said}")
+            return GateResult(gate, False, text(f"{gate}: {command} {how}{said}"))
         assert check.http_get is not None
         url = _fill(check.http_get, ctx)
         async with aiohttp.ClientSession() as session:
             status, _ = await _race_cancel(_get(session, url, check.timeout), ctx, gate)
         if status == check.expect_status:
-            return GateResult(gate, True, f"{gate}: GET {url} answered {status}")
+            return GateResult(gate, True, text(f"{gate}: GET {url} answered {status}"))
         return GateResult(
-            gate, False, f"{gate}: GET {url} answered {status}, expected {check.expect_status}"
+            gate,
+            False,
+            text(f"{gate}: GET {url} answered {status}, expected {check.expect_status}"),
         )
     except StepFailed as err:
-        return GateResult(gate, False, f"{gate}: {err}")
+        return GateResult(gate, False, text(f"{gate}: {err}"))

@@ -10,7 +10,7 @@ from bot.deploys.deps import DeployDeps
 from bot.deploys.publisher import DeployPublisher
 from bot.deploys.states import ACTIVE_STATES, DeployState
 from bot.deploys.store import DeployStore
-from bot.messages import Emoji, Mention, Message, Result, fmt, refused, text
+from bot.messages import Emoji, Mention, Message, Result, fmt, refused, stored, text, verbatim
 
 
 class DeployQueries:
@@ -42,8 +42,8 @@ class DeployQueries:
                 if deploy:
                     line += f"; deploy #{deploy.id} of {deploy.version} is {_state(deploy)}"
                 holder = held.get((name, env_name))
-                if holder:
-                    line += f"; {holder.describe()}"
+                if holder:  # in a code block: people as they are kept (it pings nobody)
+                    line += f"; {stored(holder.describe())}"
                 lines.append(line)
         return Result(
             True,
@@ -59,9 +59,15 @@ class DeployQueries:
             statement = statement.where(Deploy.environment == environment)
         async with self.deps.db.session() as session:
             deploys = list(await session.scalars(statement.order_by(Deploy.id.desc()).limit(15)))
+        # In a code block: people as they are kept (it pings nobody).
         lines = [
-            f"#{d.id} {d.created_at:%Y-%m-%d %H:%M} {d.environment} {d.version} "
-            f"{_state(d)} by <@{d.requested_by}>"
+            stored(
+                text(
+                    f"#{d.id} {d.created_at:%Y-%m-%d %H:%M} {d.environment} {d.version} "
+                    f"{_state(d)} by ",
+                    Mention(d.requested_by),
+                )
+            )
             for d in deploys
         ]
         where = f" in {environment}" if environment else ""
@@ -92,12 +98,13 @@ class DeployQueries:
                 sticky=True,
             )
         if holder:
-            return refused(f"{service} in {environment} is already {holder.describe()}.")
+            return refused(text(f"{service} in {environment} is already ", holder.describe(), "."))
         said = text(
             Emoji("lock"),
             f" {service} in {environment} is locked by ",
             Mention(user),
-            f": {reason}",
+            ": ",
+            verbatim(reason),
         )
         return Result(True, Message(said), public=True)
 
@@ -111,15 +118,21 @@ class DeployQueries:
             holder = await self.store.lock_holder(service, environment)
             if holder:
                 return refused(
-                    f"{service} in {environment} is {holder.describe()}: a deploy's lock is "
-                    "released by the deploy (or its Release lock button), not by unlock."
+                    text(
+                        f"{service} in {environment} is ",
+                        holder.describe(),
+                        ": a deploy's lock is released by the deploy (or its Release lock "
+                        "button), not by unlock.",
+                    )
                 )
             return refused(f"{service} in {environment} is not locked.")
         said = text(
             Emoji("unlock"),
             f" {service} in {environment} is unlocked by ",
             Mention(user),
-            f" (was: {removed.reason}).",
+            " (was: ",
+            verbatim(str(removed.reason)),
+            ").",
         )
         return Result(True, Message(said), public=True)
 

@@ -17,7 +17,7 @@ from bot.deploys.engine import DeployEngine
 from bot.deploys.publisher import DeployPublisher
 from bot.deploys.states import DeployEvent, DeployState, sources
 from bot.deploys.store import DeployStore, move
-from bot.messages import Message, Result, refused
+from bot.messages import Mention, Message, Result, refused, stored, text
 from bot.targets.base import DeployContext, TargetError
 
 
@@ -104,9 +104,8 @@ class DeployRecovery:
         deploy = await self._load_for(deploy_id, user, "resume")
         if isinstance(deploy, Result):
             return deploy
-        moved = await self.store.move(
-            deploy_id, DeployEvent.RESUME, reason=f"Resumed by <@{user}>."
-        )
+        reason = stored(text("Resumed by ", Mention(user), "."))
+        moved = await self.store.move(deploy_id, DeployEvent.RESUME, reason=reason)
         if not moved:
             return refused(f"deploy #{deploy_id} is {_state(deploy)}, not interrupted.")
         await self.deps.audit(user, "deploy:resume", deploy_id)
@@ -141,7 +140,7 @@ class DeployRecovery:
             await target.close()
         restored = deploy.previous_version or "the previous version"
         if problem is None:
-            reason = f"Rolled back by <@{user}>: {restored} is back."
+            reason = text("Rolled back by ", Mention(user), f": {restored} is back.")
             await self.endings.finish(deploy, DeployEvent.ROLL_BACK, reason, persist)
             return Result(True, Message(f"Deploy #{deploy_id} rolled back: {restored} is back."))
         await self.store.move(
@@ -155,7 +154,13 @@ class DeployRecovery:
         deploy = await self._load_for(deploy_id, user, "release the lock")
         if isinstance(deploy, Result):
             return deploy
-        reason = f"Lock released by <@{user}>; the target was left as found (see the thread)."
+        reason = stored(
+            text(
+                "Lock released by ",
+                Mention(user),
+                "; the target was left as found (see the thread).",
+            )
+        )
         async with self.deps.db.transaction() as session:
             moved = await move(
                 session, deploy_id, DeployEvent.RELEASE, reason=reason, finished_at=utc_now()

@@ -26,7 +26,7 @@ from bot.deploys.playbook import (
 from bot.deploys.publisher import DeployPublisher
 from bot.deploys.states import DeployEvent, DeployState
 from bot.deploys.store import DeployStore, jsonable, move
-from bot.messages import Mention, Message, Result, fmt, join, refused, text
+from bot.messages import Mention, Message, Result, fmt, join, refused, stored, text
 from bot.targets.base import DeployContext, Target, TargetError
 
 
@@ -106,9 +106,7 @@ class DeployRequests:
                 return _dry_run_answer(context, results, plan, steps)
             failure = gates.evaluate(results)
             if failure:
-                return refused(
-                    f"deploy of {svc.name} {version} to {env.name} refused by {failure.reason}"
-                )
+                return _refused_by(failure, svc.name, version, env.name)
             # The run goes on with this target (and what it just read): one API read less.
             handed_on = True
             return await self._create(svc, env, context, requester, steps, target)
@@ -193,9 +191,7 @@ class DeployRequests:
             if deploy_id is None:
                 holder = await self.store.lock_holder(svc.name, env.name)
                 lock = _lock_refusal(svc.name, env.name, holder or locks.unknown_holder())
-                return refused(
-                    f"deploy of {svc.name} {version} to {env.name} refused by {lock.reason}"
-                )
+                return _refused_by(lock, svc.name, version, env.name)
             deploy = Deploy(id=deploy_id, **values)
             if deploy.state == DeployState.RUNNING:
                 self.engine.start(deploy.id, deploy, target)
@@ -318,9 +314,9 @@ class DeployRequests:
             verdict = gates.check_approval_rules(env, deploy.requested_by, user, groups)
             if not verdict.passed:
                 return refused(verdict.reason)
-        # The reason is stored with the deploy and shown in its message (the bot's own mrkdwn).
+        # The reason is kept with the deploy and shown in its message.
         reason = (
-            f"Rejected by <@{user}>."
+            stored(text("Rejected by ", Mention(user), "."))
             if user != deploy.requested_by
             else "Withdrawn by the requester."
         )
@@ -381,13 +377,16 @@ def _dry_run_answer(
     steps: list[Step],
 ) -> Result:
     verdict = gates.evaluate(results)
-    gate_lines = [f"{'✓' if r.passed else '✗'} {r.reason}" for r in results]
+    # The code block shows people as it always has, in the kept form (a code block pings nobody).
+    gate_lines = [f"{'✓' if r.passed else '✗'} {stored(r.reason)}" for r in results]
     head = (
         f"*Dry run:* deploy {context.service} {context.version} to {context.environment} "
         f"({context.strategy}); now running: {context.previous_version or 'nothing'}. "
         "Nothing was changed."
     )
-    verdict_text = f"It would be refused: {verdict.reason}" if verdict else "Every gate passes."
+    verdict_text = (
+        text("It would be refused: ", verdict.reason) if verdict else "Every gate passes."
+    )
     body = "\n".join(
         [
             "Gates:",
@@ -400,12 +399,16 @@ def _dry_run_answer(
             *plan,
         ]
     )
-    return Result(True, Message(f"{head}\n{verdict_text}", preformatted=body))
+    return Result(True, Message(text(f"{head}\n", verdict_text), preformatted=body))
+
+
+def _refused_by(gate: gates.GateResult, service: str, version: str, environment: str) -> Result:
+    return refused(text(f"deploy of {service} {version} to {environment} refused by ", gate.reason))
 
 
 def _lock_refusal(service: str, environment: str, holder: locks.LockHolder) -> gates.GateResult:
     return gates.GateResult(
-        "lock", False, f"lock: {service} in {environment} is {holder.describe()}."
+        "lock", False, text(f"lock: {service} in {environment} is ", holder.describe(), ".")
     )
 
 

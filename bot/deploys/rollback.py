@@ -130,7 +130,7 @@ class Rollbacks:
             True, Message(f"Rolling back {service} in {environment} to {restore} (#{row.id}).")
         )
 
-    async def _busy(self, service: str, environment: str, holder: locks.LockHolder) -> str | Text:
+    async def _busy(self, service: str, environment: str, holder: locks.LockHolder) -> Text:
         if holder.deploy_id:
             async with self.deps.db.session() as session:
                 other = await session.get(Deploy, holder.deploy_id)
@@ -141,7 +141,7 @@ class Rollbacks:
                     f" is already rolling back {service} in {environment} "
                     f"to {other.version} (#{other.id}, since {since}).",
                 )
-        return f"{service} in {environment} is {holder.describe()}."
+        return text(f"{service} in {environment} is ", holder.describe(), ".")
 
 
 def parse_value(value: str) -> tuple[str, str, str] | None:

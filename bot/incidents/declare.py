@@ -26,7 +26,7 @@ from bot.incidents.classify import (
 from bot.incidents.deps import IncidentDeps
 from bot.incidents.paging import IncidentPaging
 from bot.incidents.states import IncidentState
-from bot.messages import Emoji, Mention, Message, Result, Text, refused, text
+from bot.messages import Emoji, Mention, Message, Result, Text, refused, stored, text, verbatim
 
 log = logging.getLogger(__name__)
 
@@ -159,17 +159,17 @@ class Declaring:
         problems = await self.channel.open(incident)
         await self.channel.announce(incident)
         # The first message exists before the pages, so the pages are told in its thread.
-        await self.channel.post_intro(incident, messaging.stored(why), [], problems)
+        await self.channel.post_intro(incident, stored(why), [], problems)
         paging_lines = await self.paging.page(incident, previous=None, now=now)
         await self.channel.save_details(
-            incident, {"why": messaging.stored(why), "paging": paging_lines, "problems": problems}
+            incident, {"why": stored(why), "paging": paging_lines, "problems": problems}
         )
         incident = await self.channel.refresh(incident.id) or incident
         await self.channel.update_intro(incident)
         answer = text(
             Emoji("rotating_light"),
             f" {incident.key} declared ({incident.severity}): ",
-            messaging.verbatim(title),
+            verbatim(title),
             " — ",
             messaging.channel(incident.channel_id, "no channel (see above)"),
         )
@@ -241,7 +241,7 @@ class Declaring:
                     f"{incident.key} declared as {severity} by ",
                     Mention(declared_by),
                     ": ",
-                    messaging.verbatim(title),
+                    verbatim(title),
                 ),
                 at=now,
                 actor=declared_by,

@@ -24,7 +24,7 @@ from bot.incidents.states import (
     target,
     transition,
 )
-from bot.messages import Emoji, Mention, Message, Result, Text, join, refused, text
+from bot.messages import Emoji, Mention, Message, Result, Text, join, refused, text, verbatim
 
 UPDATABLE = sources(IncidentEvent.UPDATE)
 
@@ -51,7 +51,7 @@ class Lifecycle:
             values.update(
                 mitigated_at=now, state=transition(incident.state, IncidentEvent.MITIGATE)
             )
-        words = messaging.verbatim(text)
+        words = verbatim(text)
         async with self.deps.db.transaction() as session:
             done = await records.changed(
                 session,
@@ -158,7 +158,7 @@ class Lifecycle:
                 return refused(f"{incident.key} was resolved meanwhile.")
             said = _by("Resolved by ", user)
             if summary:
-                said += text(": ", messaging.verbatim(summary))
+                said += text(": ", verbatim(summary))
             records.add_entry(session, incident.id, "resolved", said, at=now, actor=user)
         page_lines = await self.paging.resolve(incident.id)
         incident = await self.channel.refresh(incident.id) or incident
@@ -171,7 +171,7 @@ class Lifecycle:
                 Mention(user),
                 f" after {took}.",
             ),
-            *([text("Summary: ", messaging.verbatim(summary))] if summary else []),
+            *([text("Summary: ", verbatim(summary))] if summary else []),
             *page_lines,
             f"The blameless postmortem is due by {messaging.clock(due)} "
             f"({format_duration(self.deps.catalog.incidents.postmortem_due)}): "

@@ -12,14 +12,14 @@ from bot.messages import (
     Button,
     ChannelRef,
     Emoji,
-    Inline,
     Mention,
     Message,
     RichText,
     Text,
+    from_stored,
     join,
-    plain,
     text,
+    verbatim,
 )
 
 # Button action ids (a contract with the handlers).
@@ -60,36 +60,8 @@ def who(user: str | None) -> Mention | str:
     return Mention(user) if user else "nobody"
 
 
-def verbatim(words: str) -> Text:
-    """Words a person typed, passed on as Slack has always shown them here (their own mentions
-    and formatting work). The trust issue is where these become `UserText`."""
-    return Text((words,))
-
-
 def channel(channel_id: str | None, missing: str) -> ChannelRef | str:
     return ChannelRef(channel_id) if channel_id else missing
-
-
-def stored(value: RichText) -> str:
-    """Text as the database keeps it (timeline entries, the first message's remembered lines).
-
-    People and channels keep Slack's `<@U…>` / `<#C…>` form: pinned messages arrive in it, rows
-    have always been written in it, and the postmortem turns it back into roles.
-    """
-    if isinstance(value, str):
-        return value
-    return "".join(_stored_piece(part) for part in value.parts)
-
-
-def _stored_piece(part: Inline) -> str:
-    match part:
-        case Mention(principal) if principal.startswith("S"):
-            return f"<!subteam^{principal}>"
-        case Mention(principal):
-            return f"<@{principal}>"
-        case ChannelRef(channel_id):
-            return f"<#{channel_id}>"
-    return plain(part)
 
 
 def status_of(incident: Incident) -> str:
@@ -182,9 +154,9 @@ def channel_intro(
     ]
     if incident.description:
         lines.append(text(">", verbatim(incident.description[:1500])))
-    lines.append(verbatim(suggestion))
-    lines.extend(text("Paging: ", verbatim(line)) for line in paging)
-    lines.extend(text(Emoji("warning"), " ", verbatim(line)) for line in invite_problems)
+    lines.append(from_stored(suggestion))
+    lines.extend(text("Paging: ", from_stored(line)) for line in paging)
+    lines.extend(text(Emoji("warning"), " ", from_stored(line)) for line in invite_problems)
     lines.append(
         text(
             "Post updates with `/incident update <text>`; pin messages or add ",

@@ -13,7 +13,7 @@ from bot.db.session import Database
 from bot.db.statements import insert_or_ignore
 from bot.incidents import messaging
 from bot.incidents.states import ACTIVE_STATES, IncidentState
-from bot.messages import Result, RichText, refused
+from bot.messages import Result, RichText, refused, stored
 
 
 async def load(db: Database, incident_id: int) -> Incident | None:
@@ -83,7 +83,7 @@ def add_entry(
             at=at,
             kind=kind,
             actor=actor,
-            text=messaging.stored(text),
+            text=stored(text),
             data=data,
         )
     )
@@ -107,7 +107,7 @@ async def add_entry_once(
             "at": at,
             "kind": kind,
             "actor": actor,
-            "text": messaging.stored(text),
+            "text": stored(text),
             "data": data,
             "source_key": source_key[:255],
         }

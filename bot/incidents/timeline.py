@@ -10,12 +10,12 @@ from sqlalchemy import select, update
 
 from bot.db.models import Incident, TimelineEvent
 from bot.events import ServiceEvent
-from bot.incidents import messaging, records
+from bot.incidents import records
 from bot.incidents.channel import IncidentChannel
 from bot.incidents.deps import IncidentDeps
 from bot.incidents.ports import WorkspaceError
 from bot.incidents.states import IncidentEvent, sources, target
-from bot.messages import Emoji, Mention, Text, text
+from bot.messages import Emoji, Mention, Text, from_stored, text, verbatim
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class Timeline:
                     session,
                     incident.id,
                     "mitigated",
-                    f"Mitigated: {event.text}",
+                    text("Mitigated: ", from_stored(event.text)),
                     at=event.at,
                     actor=event.actor,
                 )
@@ -143,7 +143,7 @@ class Timeline:
                 text(
                     Emoji("adhesive_bandage"),
                     " Marked mitigated because ",
-                    messaging.verbatim(event.text),
+                    from_stored(event.text),
                     ".",
                 ),
             )
@@ -151,7 +151,7 @@ class Timeline:
 
 
 def _said(author: str | None, quote: str) -> Text:
-    return text(Mention(author) if author else "someone", ": ", messaging.verbatim(quote))
+    return text(Mention(author) if author else "someone", ": ", verbatim(quote))
 
 
 def _subject_of(event: ServiceEvent) -> int | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bot.deploys.gates import GateResult
+from bot.slack.render import mrkdwn
 from tests.conftest import RunningBot
 
 
@@ -27,3 +29,8 @@ def replies(bot: RunningBot) -> list[str]:
     return [
         m.text or "" for m in bot.fake.messages if m.ephemeral_for or m.source == "response_url"
     ]
+
+
+def verdict(result: GateResult) -> tuple[str, bool, str]:
+    """A gate's decision as the user reads it: (gate, passed, its reason as Slack shows it)."""
+    return result.gate, result.passed, mrkdwn(result.reason)

@@ -32,6 +32,7 @@ from bot.metrics_registry import BotMetrics
 from bot.oncall.pagerduty import PagerDutyApi
 from bot.oncall.paging import Paging
 from bot.oncall.schedule import OncallDirectory
+from bot.plugins import Plugins
 from bot.replicas import ReplicaRegistry
 from bot.settings import Settings
 from bot.slack.files import SlackChannelMembers, SlackFileUploader
@@ -121,6 +122,7 @@ class Services:
     postmortems: Postmortems = field(init=False)
     replicas: ReplicaRegistry = field(init=False)
     metrics: BotMetrics = field(default_factory=BotMetrics)
+    plugins: Plugins = field(default_factory=Plugins)
     events: EventBus = field(default_factory=EventBus)
     tracker: WorkTracker = field(default_factory=WorkTracker)
     gate: AckGate = field(default_factory=AckGate)
@@ -162,9 +164,7 @@ class Services:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
-        from bot.targets.kubernetes import close_clients
-
-        await close_clients()
+        await self.plugins.close()
         await self.alerts.close()
         self.paging.close()
         if self.client.session is not None and not self.client.session.closed:
@@ -218,6 +218,7 @@ def build_services(
             env=settings.environ or dict(os.environ),
             # `run` steps and smoke tests run where the catalog lives (its scripts/ folder).
             workdir=settings.config_path.resolve().parent,
+            target_factory=services.plugins.make_target,
         )
     )
     services.rollbacks = Rollbacks(services.deploys)

@@ -31,15 +31,6 @@ BOT_TOKEN = "xoxb-test-bot-token-0123456789"
 OLD_CHECKOUT = "registry.example/checkout:v1"
 
 
-@pytest.fixture(autouse=True)
-async def close_shared_clients() -> AsyncIterator[None]:
-    """Kubernetes clients are shared per event loop; each test has its own loop."""
-    yield
-    from bot.targets.kubernetes import close_clients
-
-    await close_clients()
-
-
 @pytest.fixture
 def swap_route() -> Iterator[Callable[[str, str, Any], None]]:
     """Replace a command's work for one test (a stand-in for a feature), restoring it after."""

@@ -47,8 +47,8 @@ from bot.deploys.playbook import (
 from bot.deploys.watch import record_baseline, watch
 from bot.events import EventBus, ServiceEvent
 from bot.messages import Message, MessageRef, Notifier, Result, refused
-from bot.metrics.base import make_source
-from bot.targets.base import DeployContext, StepResult, Target, TargetError, make_target
+from bot.plugins import make_source, make_target
+from bot.targets.base import DeployContext, StepResult, Target, TargetError
 
 log = logging.getLogger(__name__)
 

@@ -64,49 +64,26 @@ class SharedClients:
             await self._kubernetes.close()
 
 
-def _kubernetes(
-    config: KubernetesTarget,
-    *,
-    service: str,
-    environment: str,
-    env: Mapping[str, str],
-    clients: SharedClients | None,
-) -> Target:
+# A target builder: (catalog entry, shared clients or None, service=, environment=, env=).
+
+
+def _kubernetes(config: KubernetesTarget, clients: SharedClients | None, **where: Any) -> Target:
     from bot.targets.kubernetes import KubernetesDeployTarget
 
     shared = clients.kubernetes if clients else None
-    return KubernetesDeployTarget(
-        config, service=service, environment=environment, env=env, clients=shared
-    )
+    return KubernetesDeployTarget(config, clients=shared, **where)
 
 
-def _lambda(
-    config: LambdaTarget,
-    *,
-    service: str,
-    environment: str,
-    env: Mapping[str, str],
-    clients: SharedClients | None,
-) -> Target:
+def _lambda(config: LambdaTarget, clients: SharedClients | None, **where: Any) -> Target:
     from bot.targets.aws_lambda import LambdaDeployTarget
 
-    shared = clients.aws if clients else None
-    return LambdaDeployTarget(
-        config, service=service, environment=environment, env=env, sessions=shared
-    )
+    return LambdaDeployTarget(config, sessions=clients.aws if clients else None, **where)
 
 
-def _compose(
-    config: ComposeTarget,
-    *,
-    service: str,
-    environment: str,
-    env: Mapping[str, str],
-    clients: SharedClients | None,
-) -> Target:
+def _compose(config: ComposeTarget, clients: SharedClients | None, **where: Any) -> Target:
     from bot.targets.compose import ComposeDeployTarget
 
-    return ComposeDeployTarget(config, service=service, environment=environment, env=env)
+    return ComposeDeployTarget(config, **where)
 
 
 def _prometheus(config: MetricsSource, *, env: Mapping[str, str]) -> MetricSource:
@@ -168,7 +145,7 @@ def _build_target(
     factory = TARGET_KINDS.get(config.kind)
     if factory is None:
         raise TargetError(f"opsbot has no target of kind '{config.kind}'")
-    return factory(config, service=service, environment=environment, env=env, clients=clients)
+    return factory(config, clients, service=service, environment=environment, env=env)
 
 
 def make_source(config: MetricsSource, *, env: Mapping[str, str]) -> MetricSource:

@@ -90,6 +90,7 @@ def build_services(
             env=settings.environ or dict(os.environ),
             # `run` steps and smoke tests run where the catalog lives (its scripts/ folder).
             workdir=settings.config_path.resolve().parent,
+            target_factory=services.plugins.make_target,
         )
     )
     services.rollbacks = Rollbacks(services.deploys)

@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 from string import Formatter
 from typing import Literal, Protocol, TypeAlias
 
+from bot.catalog.durations import format_duration
+
 Style = Literal["default", "primary", "danger"]
 
 
@@ -147,19 +149,6 @@ def join(separator: str, items: Iterable[Inline | Text]) -> Text:
             parts.append(separator)
         parts.append(item)
     return text(*parts)
-
-
-def format_duration(value: timedelta) -> str:
-    """90 minutes -> '1h30m' (the inverse of the catalog's duration syntax)."""
-    seconds = int(value.total_seconds())
-    if seconds == 0:
-        return "0s"
-    words = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        count, seconds = divmod(seconds, size)
-        if count:
-            words.append(f"{count}{unit}")
-    return "".join(words)
 
 
 def plain(part: Inline | Text) -> str:

@@ -13,6 +13,7 @@ changes each thing once.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -73,8 +74,28 @@ def _jobs(services: Services) -> list[tuple[str, str, Callable[[], Awaitable[Any
     ]
 
 
-def build_scheduler(services: Services) -> AsyncIOScheduler:
-    """The scheduler with the bot's jobs; call `.start()` inside the running event loop."""
+def _tracked(
+    function: Callable[[], Awaitable[Any]], running: set[asyncio.Task[Any]]
+) -> Callable[[], Awaitable[Any]]:
+    """`function`, whose runs are in `running` while they last."""
+
+    async def run() -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        running.add(task)
+        try:
+            return await function()
+        finally:
+            running.discard(task)
+
+    return run
+
+
+def build_scheduler(
+    services: Services, running: set[asyncio.Task[Any]] | None = None
+) -> AsyncIOScheduler:
+    """The scheduler with the bot's jobs; call `.start()` inside the running event loop.
+    With `running`, each job's runs are in that set while they last."""
     scheduler = AsyncIOScheduler(
         timezone=UTC,
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
@@ -83,7 +104,7 @@ def build_scheduler(services: Services) -> AsyncIOScheduler:
     now = datetime.now(UTC)
     for job_id, name, function in _jobs(services):
         scheduler.add_job(
-            function,
+            function if running is None else _tracked(function, running),
             "interval",
             seconds=intervals[job_id],
             id=job_id,
@@ -99,7 +120,8 @@ class LeaderScheduler:
     """The scheduler, run only while this replica holds the leadership."""
 
     def __init__(self, services: Services, *, retry_every: float | None = None) -> None:
-        self.scheduler = build_scheduler(services)
+        self._running: set[asyncio.Task[Any]] = set()
+        self.scheduler = build_scheduler(services, self._running)
         poll = services.catalog.metrics.poll_interval.total_seconds()
         # Take over within one poll interval of the leader's death: try at half of it (≤ 5 s).
         self.leadership = Leadership(
@@ -114,8 +136,13 @@ class LeaderScheduler:
         self.leadership.start()
 
     async def stop(self) -> None:
-        await self.leadership.stop()
+        await self.leadership.stop()  # pauses the scheduler: no run starts after this
         if self.scheduler.running:
+            # Let the runs in flight finish: shut down under them, each is cancelled mid-query,
+            # and on SQLite one cancelled in its transaction can leave the others in a 30 s
+            # busy wait for the write lock, so the process hangs at exit (tests/test_run.py).
+            if self._running:
+                await asyncio.wait(set(self._running), timeout=10)
             self.scheduler.shutdown(wait=False)
 
     async def _elected(self) -> None:

@@ -17,6 +17,7 @@ from bot.incidents.service import IncidentService
 from bot.metrics_registry import BotMetrics
 from bot.oncall.paging import Paging
 from bot.oncall.schedule import OncallDirectory
+from bot.plugins import Plugins
 from bot.replicas import ReplicaRegistry
 from bot.runtime import WorkQueue, WorkTracker
 from bot.settings import Settings
@@ -41,6 +42,8 @@ class Services:
     replicas: ReplicaRegistry = field(init=False)
     metrics: BotMetrics = field(default_factory=BotMetrics)
     events: EventBus = field(default_factory=EventBus)
+    # Target kinds and metric sources, and the clients they share (closed with the services).
+    plugins: Plugins = field(default_factory=Plugins)
     # Work after the acks (bot.runtime): the listeners queue it, shutdown and the console wait.
     work: WorkQueue = field(default_factory=WorkQueue)
 
@@ -52,9 +55,7 @@ class Services:
     async def close(self) -> None:
         """Stop the workers (after `tracker.idle()` when the queued work should finish)."""
         await self.work.close()
-        from bot.targets.kubernetes import close_clients
-
-        await close_clients()
+        await self.plugins.close()
         await self.alerts.close()
         self.paging.close()
         if self.client.session is not None and not self.client.session.closed:

@@ -32,15 +32,6 @@ BOT_TOKEN = "xoxb-test-bot-token-0123456789"
 OLD_CHECKOUT = "registry.example/checkout:v1"
 
 
-@pytest.fixture(autouse=True)
-async def close_shared_clients() -> AsyncIterator[None]:
-    """Kubernetes clients are shared per event loop; each test has its own loop."""
-    yield
-    from bot.targets.kubernetes import close_clients
-
-    await close_clients()
-
-
 @pytest.fixture
 def catalog() -> Catalog:
     return load_catalog(TEST_CATALOG, {})

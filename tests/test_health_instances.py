@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -30,7 +30,8 @@ from bot.db.session import Database
 from bot.deploys.health import HealthSnapshot, InstanceHealth, check_health, diff_health
 from bot.deploys.playbook import Step, StepContext, run_step
 from bot.deploys.watch import watch
-from bot.targets.base import DeployContext, Target, make_target
+from bot.plugins import Plugins, make_target
+from bot.targets.base import DeployContext, Target
 from bot.targets.kubernetes import KubernetesDeployTarget
 from tests.conftest import TEST_CATALOG, start_bot
 from tests.fakes.kubernetes import FakeKubernetes
@@ -141,9 +142,21 @@ def web_service(url: str, **target: object) -> Service:
     )
 
 
-def k8s_target(kube: FakeKubernetes, tmp_path: Path, svc: Service) -> Target:
-    environ = {"KUBECONFIG": str(kube.kubeconfig(tmp_path / "kubeconfig"))}
-    return make_target(svc.targets["dev"], service=svc.name, environment="dev", env=environ)
+BuildTarget = Callable[[FakeKubernetes, Path, Service], Target]
+
+
+@pytest.fixture
+async def k8s_target() -> AsyncIterator[BuildTarget]:
+    """Builds the service's Kubernetes target on clients shared by the test, closed after it."""
+    plugins = Plugins()
+
+    def build(kube: FakeKubernetes, tmp_path: Path, svc: Service) -> Target:
+        environ = {"KUBECONFIG": str(kube.kubeconfig(tmp_path / "kubeconfig"))}
+        target = svc.targets["dev"]
+        return plugins.make_target(target, service=svc.name, environment="dev", env=environ)
+
+    yield build
+    await plugins.close()
 
 
 def step_context(
@@ -168,7 +181,7 @@ def web_pods(kube: FakeKubernetes) -> FakeKubernetes:
 
 
 async def test_ready_pods_are_those_with_an_ip_and_the_ready_condition(
-    kube: FakeKubernetes, tmp_path: Path
+    kube: FakeKubernetes, tmp_path: Path, k8s_target: BuildTarget
 ) -> None:
     kube.add_deployment("web-dev", "web", OLD_WEB, replicas=3)
     kube.set_pod_ips("web-dev", "web", ["127.0.0.2", None, "127.0.0.4"])  # one still Pending
@@ -182,7 +195,9 @@ async def test_ready_pods_are_those_with_an_ip_and_the_ready_condition(
     assert listed and listed[-1].query.get("labelSelector") == "app=web"
 
 
-async def test_blue_green_checks_the_live_colour_pods(kube: FakeKubernetes, tmp_path: Path) -> None:
+async def test_blue_green_checks_the_live_colour_pods(
+    kube: FakeKubernetes, tmp_path: Path, k8s_target: BuildTarget
+) -> None:
     kube.set_pod_ips("shop", "checkout-blue", ["127.0.0.7", "127.0.0.8"])
     svc = Service.model_validate(
         {
@@ -209,7 +224,7 @@ async def test_blue_green_checks_the_live_colour_pods(kube: FakeKubernetes, tmp_
 
 
 async def test_a_pod_listing_failure_is_reported_as_no_data(
-    web_pods: FakeKubernetes, tmp_path: Path
+    web_pods: FakeKubernetes, tmp_path: Path, k8s_target: BuildTarget
 ) -> None:
     svc = web_service("http://{pod_ip}:8080/healthz")
     assert svc.health is not None
@@ -224,7 +239,7 @@ async def test_a_pod_listing_failure_is_reported_as_no_data(
 
 
 async def test_baseline_records_every_pod(
-    web_pods: FakeKubernetes, pods: PodServers, tmp_path: Path
+    web_pods: FakeKubernetes, pods: PodServers, tmp_path: Path, k8s_target: BuildTarget
 ) -> None:
     pods.fail("127.0.0.3")
     svc = web_service(pods.url())
@@ -246,7 +261,7 @@ async def test_baseline_records_every_pod(
 
 
 async def test_diff_shows_each_pod_whose_status_changed(
-    web_pods: FakeKubernetes, pods: PodServers, tmp_path: Path
+    web_pods: FakeKubernetes, pods: PodServers, tmp_path: Path, k8s_target: BuildTarget
 ) -> None:
     svc = web_service(pods.url())
     target = k8s_target(web_pods, tmp_path, svc)
@@ -265,7 +280,7 @@ async def test_diff_shows_each_pod_whose_status_changed(
 
 
 async def test_diff_after_a_rollout_shows_pods_gone_and_new(
-    web_pods: FakeKubernetes, pods: PodServers, tmp_path: Path
+    web_pods: FakeKubernetes, pods: PodServers, tmp_path: Path, k8s_target: BuildTarget
 ) -> None:
     svc = web_service(pods.url())
     target = k8s_target(web_pods, tmp_path, svc)
@@ -317,7 +332,7 @@ def test_diff_of_snapshots_names_gone_new_and_changed() -> None:
 
 
 async def test_checks_run_concurrently_but_bounded(
-    kube: FakeKubernetes, pods: PodServers, tmp_path: Path
+    kube: FakeKubernetes, pods: PodServers, tmp_path: Path, k8s_target: BuildTarget
 ) -> None:
     five = [*PODS, "127.0.0.5", "127.0.0.6"]
     kube.add_deployment("web-dev", "web", OLD_WEB, replicas=5)
@@ -336,7 +351,9 @@ async def test_checks_run_concurrently_but_bounded(
     assert len(bounded.instances) == 5 and pods.most_in_flight == 2
 
 
-async def test_no_ready_pods_is_no_data(kube: FakeKubernetes, tmp_path: Path) -> None:
+async def test_no_ready_pods_is_no_data(
+    kube: FakeKubernetes, tmp_path: Path, k8s_target: BuildTarget
+) -> None:
     kube.add_deployment("web-dev", "web", OLD_WEB, replicas=2)
     kube.set_pod_ips("web-dev", "web", [None, None])
     svc = web_service("http://{pod_ip}:8080/healthz")
@@ -365,7 +382,7 @@ async def watch_web(svc: Service, target: Target | None, seconds: float = 1.0) -
 
 
 async def test_rollback_fires_when_two_of_three_pods_fail(
-    web_pods: FakeKubernetes, pods: PodServers, tmp_path: Path
+    web_pods: FakeKubernetes, pods: PodServers, tmp_path: Path, k8s_target: BuildTarget
 ) -> None:
     svc = web_service(pods.url())
     target = k8s_target(web_pods, tmp_path, svc)
@@ -385,7 +402,7 @@ async def test_rollback_fires_when_two_of_three_pods_fail(
 
 
 async def test_one_of_three_pods_failing_does_not_roll_back(
-    web_pods: FakeKubernetes, pods: PodServers, tmp_path: Path
+    web_pods: FakeKubernetes, pods: PodServers, tmp_path: Path, k8s_target: BuildTarget
 ) -> None:
     svc = web_service(pods.url())
     target = k8s_target(web_pods, tmp_path, svc)
@@ -399,7 +416,7 @@ async def test_one_of_three_pods_failing_does_not_roll_back(
 
 
 async def test_no_ready_pods_makes_the_window_inconclusive(
-    kube: FakeKubernetes, tmp_path: Path
+    kube: FakeKubernetes, tmp_path: Path, k8s_target: BuildTarget
 ) -> None:
     kube.add_deployment("web-dev", "web", OLD_WEB, replicas=0)
     svc = web_service("http://{pod_ip}:8080/healthz")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bot.catalog import MetricsSource
-from bot.metrics import MetricsUnavailable, Sample, Series, by_label, make_source
+from bot.metrics import MetricsUnavailable, Sample, Series, by_label
 from bot.metrics.cloudwatch import (
     MAX_QUERIES_PER_CALL,
     CloudWatchSource,
@@ -18,6 +18,7 @@ from bot.metrics.cloudwatch import (
     parse_query,
     period_for,
 )
+from bot.plugins import make_source
 from tests.fakes.aws import REGION, MotoServer, aws_client, moto_env, running_moto
 
 MINUTE = timedelta(minutes=1)

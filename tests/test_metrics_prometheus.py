@@ -12,8 +12,9 @@ import pytest_asyncio
 from aiohttp import web
 
 from bot.catalog import MetricsSource
-from bot.metrics import MetricsUnavailable, Series, by_label, make_source
+from bot.metrics import MetricsUnavailable, Series, by_label
 from bot.metrics.prometheus import PrometheusSource
+from bot.plugins import make_source
 from tests.fakes.prometheus import (
     Exporter,
     prometheus_missing,

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from bot.catalog import ComposeTarget
-from bot.targets.base import DeployContext, TargetError, make_target
+from bot.plugins import make_target
+from bot.targets.base import DeployContext, TargetError
 from bot.targets.compose import STATE_PREVIOUS, ComposeDeployTarget, image_tag, parse_ps
 
 FAKES = Path(__file__).resolve().parent / "fakes"

@@ -14,7 +14,7 @@ from kubernetes.aio import client as k8s
 from kubernetes.aio.config import load_kube_config
 
 from bot.catalog import KubernetesTarget
-from bot.targets import base
+from bot.plugins import make_target as build_target
 from bot.targets.base import DeployContext, TargetError
 from bot.targets.kubernetes import KubernetesDeployTarget, image_tag, rollout_status
 from tests.fakes.kubernetes import FakeKubernetes, running_fake_kubernetes
@@ -475,8 +475,12 @@ async def test_unknown_context_is_a_clear_error(
 # ---------------------------------------------------------------------------------------- pieces
 
 
-def test_kubernetes_kind_is_registered() -> None:
-    assert base._FACTORIES["kubernetes"] is KubernetesDeployTarget
+def test_the_catalog_kind_kubernetes_builds_this_target() -> None:
+    config = KubernetesTarget(
+        kind="kubernetes", namespace=NS, deployment="checkout", container="app", image=IMAGE
+    )
+    target = build_target(config, service="checkout", environment="prod", env={})
+    assert isinstance(target, KubernetesDeployTarget)
 
 
 @pytest.mark.parametrize(
@@ -579,6 +583,6 @@ async def test_fake_lists_ready_pods_with_addresses(fake: FakeKubernetes, tmp_pa
 def test_the_environment_lookup_stays_on_only_when_a_proxy_is_named(
     env: dict[str, str], expected: bool
 ) -> None:
-    from bot.targets.kubernetes import _names_a_proxy
+    from bot.targets.kubernetes.clients import _names_a_proxy
 
     assert _names_a_proxy(env) is expected

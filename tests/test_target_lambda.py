@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from bot.catalog import LambdaTarget
+from bot.plugins import make_target
 from bot.targets.aws_lambda import STATE_PREVIOUS, STATE_VERSION, LambdaDeployTarget
-from bot.targets.base import DeployContext, TargetError, make_target
+from bot.targets.base import DeployContext, TargetError
 from tests.fakes.aws import (
     LambdaFunction,
     MotoServer,

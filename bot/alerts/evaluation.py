@@ -101,7 +101,7 @@ class Evaluation:
     @property
     def source(self) -> MetricSource:
         if self._source is None:
-            from bot.metrics.base import make_source
+            from bot.plugins import make_source
 
             self._source = make_source(self.catalog.metrics, env=self.env)
         return self._source

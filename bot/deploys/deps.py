@@ -15,7 +15,8 @@ from bot.deploys.playbook import Playbook
 from bot.directory import Directory
 from bot.events import EventBus
 from bot.messages import Notifier
-from bot.targets.base import Target, make_target
+from bot.plugins import make_target
+from bot.targets.base import Target
 
 
 @dataclass

@@ -23,7 +23,7 @@ from bot.deploys.states import RUNNING_STATES, DeployEvent, DeployState
 from bot.deploys.store import DeployStore, jsonable, revive
 from bot.deploys.watch import record_baseline
 from bot.messages import Mention, Message, Result, refused, stored, text
-from bot.metrics.base import make_source
+from bot.plugins import make_source
 from bot.targets.base import DeployContext, StepResult, Target, TargetError
 
 log = logging.getLogger(__name__)

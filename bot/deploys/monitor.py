@@ -18,7 +18,7 @@ from bot.deploys.deps import DeployDeps
 from bot.deploys.playbook import Step, StepAborted, StepContext, StepFailed
 from bot.deploys.watch import watch
 from bot.messages import Emoji, Mention, stored, text
-from bot.metrics.base import make_source
+from bot.plugins import make_source
 from bot.targets.base import StepResult
 
 

@@ -19,10 +19,7 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
-
-if TYPE_CHECKING:
-    from bot.catalog import MetricsSource
+from typing import Self
 
 __all__ = [
     "MetricSource",
@@ -31,7 +28,6 @@ __all__ = [
     "Series",
     "by_label",
     "check_range",
-    "make_source",
     "utc",
 ]
 
@@ -203,21 +199,3 @@ def by_label(series: list[Series], label: str = "service") -> dict[str, Series]:
             )
         indexed[key] = one
     return indexed
-
-
-def make_source(config: MetricsSource, *, env: Mapping[str, str]) -> MetricSource:
-    """Build the source the catalog's `metrics:` section names.
-
-    `env` is the process environment: CloudWatch reads AWS_ENDPOINT_URL, AWS_REGION and the
-    credentials from it (so tests point it at moto); Prometheus needs only the catalog's `url`.
-    """
-    # Imported here so that `bot.metrics.base` stays free of aiohttp and boto3.
-    if config.source == "prometheus":
-        from bot.metrics.prometheus import PrometheusSource
-
-        return PrometheusSource(str(config.url or "http://localhost:9090"))
-    if config.source == "cloudwatch":
-        from bot.metrics.cloudwatch import CloudWatchSource
-
-        return CloudWatchSource(region=config.region, env=env)
-    raise ValueError(f"unknown metrics source {config.source!r} (use prometheus or cloudwatch)")

@@ -189,19 +189,57 @@ def evaluate(
     Raises ValueError for a call that cannot mean anything: an interval ≤ 0, a negative `for_`, an
     op other than ">" or "<", or a rule with neither a threshold nor a baseline_factor.
     """
+    _check_call(rule, interval)
+    limit, condition = _limit_and_condition(rule, baseline)
+    series = sorted((s for s in samples if not math.isnan(s.value)), key=lambda s: s.at)
+    window = max(rule.for_, _STALE_FACTOR * interval)
+    in_window = [s for s in series if s.at >= now - window]
+    held_for, cleared_for = _run_spans(series, rule.op, limit, interval * _GAP_FACTOR)
+    facts = _Facts(
+        metric=rule.metric,
+        op=rule.op,
+        for_=rule.for_,
+        condition=condition,
+        limit=limit,
+        baseline=baseline,
+        by_baseline=rule.threshold is None,
+        newest=series[-1] if series else None,
+        in_window=len(in_window),
+        window=window,
+        held_for=held_for,
+    )
+    state, reason = _decide(facts, now=now, interval=interval, min_samples=min_samples)
+    return Verdict(
+        rule=rule.name,
+        metric=rule.metric,
+        state=state,
+        limit=limit,
+        baseline=baseline if facts.by_baseline else None,
+        op=rule.op,
+        for_=rule.for_,
+        held_for=held_for,
+        values=tuple(s.value for s in in_window),
+        newest=facts.newest.value if facts.newest is not None else None,
+        reason=reason,
+        cleared_for=cleared_for,
+    )
+
+
+def _check_call(rule: RuleLike, interval: timedelta) -> None:
     if interval <= timedelta(0):
         raise ValueError(f"interval must be longer than 0s, not {interval}")
     if rule.for_ < timedelta(0):
         raise ValueError(f"rule {rule.name}: for must not be negative")
     if rule.op not in (">", "<"):
         raise ValueError(f"rule {rule.name}: op must be '>' or '<', not {rule.op!r}")
-    factor: float | None = getattr(rule, "baseline_factor", None)
-    threshold = rule.threshold
-    if threshold is None and factor is None:
+    if rule.threshold is None and getattr(rule, "baseline_factor", None) is None:
         raise ValueError(f"rule {rule.name}: needs a threshold or a baseline_factor")
 
-    metric, op, for_ = rule.metric, rule.op, rule.for_
-    by_baseline = threshold is None
+
+def _limit_and_condition(rule: RuleLike, baseline: float | None) -> tuple[float | None, str]:
+    """The value samples are compared with (None: no usable baseline) and the rule in words."""
+    metric, op, threshold = rule.metric, rule.op, rule.threshold
+    factor: float | None = getattr(rule, "baseline_factor", None)
     limit: float | None
     if threshold is not None:
         limit, condition = threshold, f"{metric} {op} {_num(threshold)}"
@@ -214,75 +252,85 @@ def evaluate(
     else:
         assert factor is not None
         limit, condition = None, f"{metric} {op} {_num(factor)}× baseline"
-    if for_ > timedelta(0):
-        condition += f" for {_dur(for_)}"
+    if rule.for_ > timedelta(0):
+        condition += f" for {_dur(rule.for_)}"
+    return limit, condition
 
-    series = sorted((s for s in samples if not math.isnan(s.value)), key=lambda s: s.at)
-    window = max(for_, _STALE_FACTOR * interval)
-    in_window = [s for s in series if s.at >= now - window]
-    values = tuple(s.value for s in in_window)
-    newest = series[-1] if series else None
-    max_gap = interval * _GAP_FACTOR
 
+def _run_spans(
+    series: Sequence[SampleLike], op: str, limit: float | None, max_gap: timedelta
+) -> tuple[timedelta, timedelta]:
+    """(held_for, cleared_for): the spans of the current breaching and good runs."""
     held_for = cleared_for = timedelta(0)
-    if limit is not None and newest is not None:
-        bad = [_breaches(s.value, op, limit) for s in series]
-        start = _run_start(series, bad, max_gap)
-        if start is not None:
-            held_for = newest.at - series[start].at
-        start = _run_start(series, [not b for b in bad], max_gap)
-        if start is not None:
-            cleared_for = newest.at - series[start].at
+    if limit is None or not series:
+        return held_for, cleared_for
+    newest = series[-1]
+    bad = [_breaches(s.value, op, limit) for s in series]
+    start = _run_start(series, bad, max_gap)
+    if start is not None:
+        held_for = newest.at - series[start].at
+    start = _run_start(series, [not b for b in bad], max_gap)
+    if start is not None:
+        cleared_for = newest.at - series[start].at
+    return held_for, cleared_for
 
-    def verdict(state: State, reason: str) -> Verdict:
-        return Verdict(
-            rule=rule.name,
-            metric=metric,
-            state=state,
-            limit=limit,
-            baseline=baseline if by_baseline else None,
-            op=op,
-            for_=for_,
-            held_for=held_for,
-            values=values,
-            newest=newest.value if newest is not None else None,
-            reason=reason,
-            cleared_for=cleared_for,
-        )
 
-    # The facts, then the verdict by precedence.
+@dataclass(frozen=True)
+class _Facts:
+    """What `_decide` needs to know about one rule over one series."""
+
+    metric: str
+    op: str
+    for_: timedelta
+    condition: str  # the rule in words, e.g. "error_rate > 0.05 for 2m"
+    limit: float | None
+    baseline: float | None
+    by_baseline: bool
+    newest: SampleLike | None
+    in_window: int  # samples in the window
+    window: timedelta
+    held_for: timedelta
+
+
+def _decide(
+    facts: _Facts, *, now: datetime, interval: timedelta, min_samples: int
+) -> tuple[State, str]:
+    """The verdict by precedence (the module docstring's list) and its sentence."""
+    newest, limit, metric = facts.newest, facts.limit, facts.metric
     fresh = newest is not None and now - newest.at <= _STALE_FACTOR * interval
-    breaching = limit is not None and newest is not None and _breaches(newest.value, op, limit)
+    breaching = (
+        limit is not None and newest is not None and _breaches(newest.value, facts.op, limit)
+    )
     last = f"last {_num(newest.value)}" if newest is not None else ""
-    shown = f"({last})" if by_baseline else f"({last}, limit {_num(limit or 0)})"
+    shown = f"({last})" if facts.by_baseline else f"({last}, limit {_num(limit or 0)})"
+    condition = facts.condition
 
-    if breaching and fresh and held_for >= for_:
-        how = f"held for {_dur(held_for)}" if held_for > timedelta(0) else "breached"
-        return verdict("breach", f"{condition}: {how} {shown}")
+    if breaching and fresh and facts.held_for >= facts.for_:
+        held = facts.held_for
+        how = f"held for {_dur(held)}" if held > timedelta(0) else "breached"
+        return "breach", f"{condition}: {how} {shown}"
     if limit is None:
-        return verdict(
+        return "inconclusive", f"{condition}: no usable baseline ({facts.baseline!r}): inconclusive"
+    if not facts.in_window or newest is None:
+        return (
             "inconclusive",
-            f"{condition}: no usable baseline ({baseline!r}): inconclusive",
-        )
-    if not in_window or newest is None:
-        return verdict(
-            "inconclusive", f"no data for {metric} in the last {_dur(window)}: inconclusive"
+            f"no data for {metric} in the last {_dur(facts.window)}: inconclusive",
         )
     if not fresh:
-        return verdict(
+        return (
             "inconclusive",
             f"stale data for {metric}: the newest sample is {_dur(now - newest.at)} old"
             f" (more than {_STALE_FACTOR} × {_dur(interval)}): inconclusive",
         )
-    if len(in_window) < min_samples:
-        return verdict(
+    if facts.in_window < min_samples:
+        return (
             "inconclusive",
-            f"too few samples for {metric} in the last {_dur(window)}"
-            f" ({len(in_window)} of {min_samples}): inconclusive",
+            f"too few samples for {metric} in the last {_dur(facts.window)}"
+            f" ({facts.in_window} of {min_samples}): inconclusive",
         )
     if breaching:
-        return verdict("pending", f"{condition}: pending for {_dur(held_for)} {shown}")
-    return verdict("ok", f"{condition}: ok {shown}")
+        return "pending", f"{condition}: pending for {_dur(facts.held_for)} {shown}"
+    return "ok", f"{condition}: ok {shown}"
 
 
 def worst(verdicts: Sequence[Verdict]) -> Verdict | None:

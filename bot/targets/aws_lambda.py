@@ -39,10 +39,9 @@ from bot.targets.base import (
     StepResult,
     Target,
     TargetError,
-    register_kind,
 )
 
-__all__ = ["AwsError", "LambdaDeployTarget"]
+__all__ = ["AwsError", "AwsSessions", "LambdaDeployTarget"]
 
 # Keys this target keeps in DeployContext.state.
 STATE_VERSION = "lambda_version"  # the Lambda version number published for this deploy
@@ -74,7 +73,6 @@ class AwsError(TargetError):
         self.code = code
 
 
-@register_kind("lambda")
 class LambdaDeployTarget(Target):
     """One Lambda function's alias in one environment, deployed by weighted alias routing."""
 
@@ -92,8 +90,11 @@ class LambdaDeployTarget(Target):
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         poll_interval: float = 1.0,
+        sessions: AwsSessions | None = None,
     ) -> None:
         self.config = config
+        # Without a holder of shared sessions the target keeps its own.
+        self._sessions = sessions or AwsSessions()
         self.service = service
         self.environment = environment
         self._env = dict(env)
@@ -424,8 +425,8 @@ class LambdaDeployTarget(Target):
             )
         # Service-specific endpoints win, as in the AWS CLI (AWS_ENDPOINT_URL_S3 for S3).
         endpoint = env.get(f"AWS_ENDPOINT_URL_{service.upper()}") or env.get("AWS_ENDPOINT_URL")
-        with _SESSIONS_LOCK:  # botocore sessions are not thread-safe; their clients are
-            session = _session(env.get("AWS_PROFILE"))
+        with self._sessions.lock:  # botocore sessions are not thread-safe; their clients are
+            session = self._sessions.session(env.get("AWS_PROFILE"))
             return session.client(
                 service,
                 region_name=region,
@@ -437,20 +438,27 @@ class LambdaDeployTarget(Target):
             )
 
 
-# One session per profile for the whole process: a session caches the parsed API models, which
-# makes a client cost milliseconds instead of ~0.1 s of CPU (a target is built per request).
-_SESSIONS: dict[str | None, boto3.Session] = {}
-_SESSIONS_LOCK = threading.Lock()
+class AwsSessions:
+    """One boto3 session per profile, for every Lambda target of a process that shares it.
 
+    A session caches the parsed API models, which makes a client cost milliseconds instead of
+    ~0.1 s of CPU (a target is built per request). The composition root owns one holder.
+    """
 
-def _session(profile: str | None) -> boto3.Session:
-    session = _SESSIONS.get(profile)
-    if session is None:
-        try:
-            session = _SESSIONS[profile] = boto3.Session(profile_name=profile)
-        except ProfileNotFound as err:
-            raise TargetError(f"AWS profile {profile!r} not found") from err
-    return session
+    def __init__(self) -> None:
+        self._sessions: dict[str | None, boto3.Session] = {}
+        # botocore sessions are not thread-safe (their clients are): hold it while using one.
+        self.lock = threading.Lock()
+
+    def session(self, profile: str | None) -> boto3.Session:
+        """The session of `profile` (None: the default); call with `lock` held."""
+        session = self._sessions.get(profile)
+        if session is None:
+            try:
+                session = self._sessions[profile] = boto3.Session(profile_name=profile)
+            except ProfileNotFound as err:
+                raise TargetError(f"AWS profile {profile!r} not found") from err
+        return session
 
 
 def _split_s3(uri: str) -> tuple[str, str]:

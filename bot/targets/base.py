@@ -16,7 +16,7 @@ state being saved.
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -124,32 +124,3 @@ class Target(abc.ABC):
     async def close(self) -> None:
         """Release clients and connections."""
         return None
-
-
-TargetFactory = Callable[..., Target]
-_FACTORIES: dict[str, TargetFactory] = {}
-
-
-def register_kind(kind: str) -> Callable[[TargetFactory], TargetFactory]:
-    """Class decorator: `@register_kind("kubernetes")` makes `make_target` build it."""
-
-    def decorate(factory: TargetFactory) -> TargetFactory:
-        _FACTORIES[kind] = factory
-        return factory
-
-    return decorate
-
-
-def make_target(config: Any, *, service: str, environment: str, env: Mapping[str, str]) -> Target:
-    """Build the target for one service in one environment from its catalog entry.
-
-    `config` is the catalog's target model (its `kind` picks the class); `env` is the process
-    environment (KUBECONFIG, AWS_ENDPOINT_URL, AWS_REGION, PATH …) so tests can point elsewhere.
-    """
-    # Importing registers the kinds; done here so `bot.targets.base` stays dependency-free.
-    from bot.targets import aws_lambda, compose, kubernetes  # noqa: F401
-
-    factory = _FACTORIES.get(config.kind)
-    if factory is None:
-        raise TargetError(f"opsbot has no target of kind '{config.kind}'")
-    return factory(config, service=service, environment=environment, env=env)

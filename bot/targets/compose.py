@@ -30,7 +30,6 @@ from bot.targets.base import (
     StepResult,
     Target,
     TargetError,
-    register_kind,
 )
 
 __all__ = ["ComposeDeployTarget", "Container", "image_tag", "parse_ps"]
@@ -106,7 +105,6 @@ def parse_ps(text: str) -> list[Container]:
     ]
 
 
-@register_kind("compose")
 class ComposeDeployTarget(Target):
     """One service of one Compose project in one environment, recreated on each deploy."""
 

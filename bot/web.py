@@ -105,31 +105,31 @@ def check_json(data: dict[str, Any], raw: bytes) -> None:
     Both are looked for only when the raw bytes could hold them (enough opening brackets, an
     escaped surrogate), so a slash command — the ack latency path — costs a few byte counts.
     """
-    deep = sum(raw.count(b) for b in _OPENING_BRACKETS) > MAX_JSON_DEPTH
+    deep = sum(map(raw.count, _OPENING_BRACKETS)) > MAX_JSON_DEPTH
     surrogates = _JSON_ESCAPED_SURROGATE.search(raw) is not None
     if not (deep or surrogates):
         return
-    stack: list[tuple[Any, int]] = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > MAX_JSON_DEPTH:
-            raise BadRequest(f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep")
-        if isinstance(value, dict):
-            stack.extend((item, depth + 1) for item in value.values())
-            values: Any = value.keys() if surrogates else ()
-        elif isinstance(value, list):
-            stack.extend((item, depth + 1) for item in value)
-            values = ()
-        else:
-            values = (value,) if surrogates else ()
-        for text in values:
-            if isinstance(text, str) and not _is_unicode(text):
+    level: list[Any] = [data]  # the containers at one depth, walked a level at a time
+    for _depth in range(MAX_JSON_DEPTH):
+        below: list[Any] = []
+        for container in level:
+            items = container.values() if isinstance(container, dict) else container
+            if surrogates and not _all_unicode(container):
                 raise BadRequest("the JSON holds a lone surrogate, which is not text")
+            below.extend(item for item in items if isinstance(item, (dict, list)))
+        if not below:
+            return
+        level = below
+    raise BadRequest(f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep")
 
 
-def _is_unicode(text: str) -> bool:
+def _all_unicode(container: dict[str, Any] | list[Any]) -> bool:
+    """Whether every string key and value directly in `container` encodes as UTF-8."""
+    texts = [*container, *container.values()] if isinstance(container, dict) else container
     try:
-        text.encode("utf-8")
+        for text in texts:
+            if isinstance(text, str):
+                text.encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True

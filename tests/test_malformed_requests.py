@@ -171,6 +171,9 @@ CASES: dict[str, Callable[[], bytes]] = {
     "header_with_nul": lambda: http_request(
         [*signed_headers(COMMAND), ("X-Slack-Retry-Reason", b"http\x00timeout")], COMMAND
     ),
+    "header_with_bare_cr": lambda: http_request(
+        [*signed_headers(COMMAND), ("X-Slack-Retry-Reason", b"http\rtimeout")], COMMAND
+    ),
     "header_without_colon": lambda: http_request(
         [*signed_headers(COMMAND), ("X-Broken header line", b"")], COMMAND
     ).replace(b"X-Broken header line: ", b"X-Broken header line"),

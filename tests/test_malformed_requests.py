@@ -283,6 +283,7 @@ ACCEPTED: dict[str, Callable[[], bytes]] = {
         json.dumps(block_actions()).replace('"actions"', f'"x": {deeply_nested(40)}, "actions"')
     ),
     "event_with_escaped_emoji": lambda: event_json(json.dumps(["🚀"], ensure_ascii=True)),
+    "event_with_a_latin1_url_in_its_text": lambda: event_json('["see https://x.example/caf%E9"]'),
 }
 
 

@@ -33,7 +33,7 @@ from bot.slack.files import SlackChannelMembers, SlackFileUploader
 from bot.slack.notifier import SlackDirectory, SlackNotifier
 from bot.slack.people import SlackPeople
 from bot.slack.workspace import SlackWorkspace
-from handlers import actions, alerts, commands, deploy, incidents, oncall, postmortem
+from handlers import actions, alerts, commands, deploy, incidents, oncall, postmortem, workspace
 from handlers.common import HandlerDeps, Routes
 
 __all__ = ["build_bolt_app", "build_client", "build_services", "playbooks_dir"]
@@ -177,6 +177,8 @@ def build_bolt_app(services: Services, routes: Routes | None = None) -> AsyncApp
         logger=bolt_logger,
     )
     deps = HandlerDeps(services, routes=routes if routes is not None else {})
+    # Before any listener: a request from another workspace is refused (403) and audited.
+    workspace.register(app, deps)
     for module in LISTENERS:
         module.register(app, deps)
     return app

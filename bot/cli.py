@@ -118,7 +118,7 @@ async def serve(settings: Settings, catalog: Catalog) -> int:
     from bot.db.session import Database
     from bot.runtime import settle_garbage_collector
     from bot.scheduler import LeaderScheduler
-    from bot.web import build_web_app
+    from bot.web import build_runner, build_web_app
 
     database = Database(settings.database_url)
     try:
@@ -143,7 +143,7 @@ async def serve(settings: Settings, catalog: Catalog) -> int:
         )
     scheduler = LeaderScheduler(services)
     scheduler.start()
-    runner = web.AppRunner(web_app, access_log=None)
+    runner = build_runner(web_app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host=os.environ.get("HOST", "0.0.0.0"), port=settings.port)
     await site.start()

@@ -16,7 +16,7 @@ from bot.catalog import Catalog, load_catalog
 from bot.db.session import Database
 from bot.services import Services
 from bot.settings import Settings
-from bot.web import build_web_app
+from bot.web import build_runner, build_web_app
 from handlers.common import Routes
 from tests.fakes.kubernetes import FakeKubernetes, running_fake_kubernetes
 from tests.fakes.pagerduty import FakePagerDuty, running_fake_pagerduty
@@ -115,7 +115,7 @@ async def start_bot(
     if prepare is not None:
         prepare(services)
     routes: Routes = {}
-    runner = web.AppRunner(build_web_app(services, build_bolt_app(services, routes)))
+    runner = build_runner(build_web_app(services, build_bolt_app(services, routes)))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -27,12 +27,16 @@ RUN python -m venv /opt/venv
 ENV PATH="/opt/venv/bin:${PATH}"
 
 WORKDIR /src
+# constraints.txt pins every package (pip and setuptools too) to the versions CI tested and
+# `make audit` checks; the base image's own pip and setuptools are replaced by those.
+COPY constraints.txt ./
+RUN pip install -c constraints.txt --upgrade pip setuptools
 # Only what `pip install .` needs, so edits to tests or docs do not invalidate this layer.
 COPY pyproject.toml README.md ./
 COPY bot/ bot/
 COPY handlers/ handlers/
 COPY playbooks/ playbooks/
-RUN pip install .
+RUN pip install -c constraints.txt .
 
 # ---- runtime -------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

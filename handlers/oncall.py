@@ -9,15 +9,16 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.catalog import format_duration
 from bot.commands import OncallShow
-from bot.messages import Message, Outcome, Reply
+from bot.messages import Message, Outcome, Reply, text
 from bot.oncall.schedule import OnCall, OncallUnavailable
 from bot.services import Services
+from bot.slack.render import mrkdwn
 from handlers.common import HandlerDeps, Request
 
 
 def _describe(oncall: OnCall) -> str:
-    primary = oncall.primary.mention if oncall.primary else "nobody"
-    secondary = oncall.secondary.mention if oncall.secondary else "nobody"
+    primary = mrkdwn(text(oncall.primary.shown)) if oncall.primary else "nobody"
+    secondary = mrkdwn(text(oncall.secondary.shown)) if oncall.secondary else "nobody"
     if oncall.source == "pagerduty":
         source = f"PagerDuty, escalation policy {oncall.escalation_policy}"
     else:

@@ -11,9 +11,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.catalog import Catalog, load_catalog
 from bot.db.session import Database
+from bot.messages import Mention, text
 from bot.oncall.pagerduty import PagerDutyApi
 from bot.oncall.schedule import OncallDirectory, OncallUnavailable
 from bot.slack.people import SlackPeople
+from bot.slack.render import mrkdwn
 from tests.conftest import BOT_TOKEN
 from tests.fakes.pagerduty import FakePagerDuty, OncallUser
 from tests.fakes.slack import FakeSlack
@@ -63,13 +65,13 @@ async def test_pagerduty_primary_and_secondary_become_slack_mentions(
 
     checkout = await oncall.who("checkout")
     assert checkout.source == "pagerduty" and checkout.escalation_policy == "PCHECK1"
-    assert checkout.primary is not None and checkout.primary.mention == "<@U0ALICE>"
+    assert checkout.primary is not None and checkout.primary.shown == Mention("U0ALICE")
     # Dana has no Slack account with that e-mail: her PagerDuty name is shown instead.
-    assert checkout.secondary is not None and checkout.secondary.mention == "Dana Poe"
+    assert checkout.secondary is not None and checkout.secondary.shown == "Dana Poe"
 
     payments = await oncall.who("payments")  # no policy of its own: oncall.escalation_policy
     assert payments.escalation_policy == "PDEFAULT1"
-    assert payments.primary is not None and payments.primary.mention == "<@U0BOB>"
+    assert payments.primary is not None and payments.primary.shown == Mention("U0BOB")
     assert payments.secondary is None
 
     asked = pagerduty.requests_to("GET", "/oncalls")
@@ -132,8 +134,8 @@ async def test_static_rotation_follows_the_catalog(
     oncall = directory(catalog, pagerduty, fake_slack, clock=lambda: now)
     found = await oncall.who("checkout")
     assert found.source == "static"
-    assert found.primary is not None and found.primary.mention == primary
-    assert found.secondary is not None and found.secondary.mention == secondary
+    assert found.primary is not None and mrkdwn(text(found.primary.shown)) == primary
+    assert found.secondary is not None and mrkdwn(text(found.secondary.shown)) == secondary
     assert found.until is not None and f"{found.until:%Y-%m-%d %H:%M}" == until
     assert pagerduty.requests == []  # a static rotation never asks PagerDuty
     oncall.close()

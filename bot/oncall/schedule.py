@@ -39,11 +39,6 @@ class Person:
         """How messages name them: a mention when Slack knows them, else their name."""
         return Mention(self.slack_id) if self.slack_id else self.name
 
-    @property
-    def mention(self) -> str:
-        # Kept for handlers/oncall.py, which writes its own mrkdwn; the domain uses `shown`.
-        return f"<@{self.slack_id}>" if self.slack_id else self.name
-
 
 @dataclass(frozen=True)
 class OnCall:

@@ -295,8 +295,11 @@ async def test_blue_green_updates_the_idle_colour_and_switches_only_at_100(
     assert cleaned.summary == "deleted checkout-blue (the previous colour)"
     assert not fake.has_deployment(NS, "checkout-blue")
 
-    with pytest.raises(TargetError, match="checkout-blue was already deleted"):
-        await target.rollback(ctx)
+    # After cleanup, a rollback brings the deleted colour back with the previous version.
+    await target.rollback(ctx)
+    assert fake.image(NS, "checkout-blue") == OLD
+    assert fake.service(NS, "checkout")["spec"]["selector"]["colour"] == "blue"
+    assert (await target.current()).version == "v41"
 
 
 async def test_blue_green_rollback_switches_the_selector_back(

@@ -11,6 +11,7 @@ from bot import audit
 from bot.db.models import Deploy, utc_now
 from bot.deploys import locks
 from bot.deploys.deps import DeployDeps
+from bot.deploys.messaging import is_rollback
 from bot.deploys.publisher import DeployPublisher
 from bot.deploys.states import DeployEvent, DeployState, destination, next_state
 from bot.deploys.store import DeployStore, move
@@ -63,7 +64,8 @@ class DeployEndings:
         await self.tell_finished(deploy, state, said, automatic=automatic)
 
     async def finish_rollback(self, deploy: Deploy, persist: Persist) -> None:
-        """A rollback succeeded: it and the deploy it undid say so."""
+        """A rollback (fast, or through every gate) succeeded: it and the deploy it undid say so.
+        `deploy.version` is what runs now: the rollback step checked it (engine.py)."""
         by = text("Rolled back by ", Mention(deploy.requested_by))
         reason = text(by, f": {deploy.version} is back (was {deploy.previous_version}).")
         await self.finish(deploy, DeployEvent.SUCCEED, reason, persist)
@@ -83,8 +85,8 @@ class DeployEndings:
         """Publish a finished deploy or rollback on the events bus (incident timelines)."""
         if self.deps.events is None or deploy.dry_run:
             return
-        rollback = deploy.strategy == "rollback" or state == DeployState.ROLLED_BACK
-        if deploy.strategy == "rollback":
+        rollback = is_rollback(deploy) or state == DeployState.ROLLED_BACK
+        if is_rollback(deploy):
             what = (
                 f"Rollback #{deploy.id} of {deploy.service} in {deploy.environment} to "
                 f"{deploy.version} by "

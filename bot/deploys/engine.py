@@ -158,7 +158,7 @@ class DeployEngine:
             for step_record in steps:
                 if step_record["status"] not in ("done", "skipped"):
                     await self._step(run, step_record, steps, svc, env, target, persist)
-            if rollback:
+            if rollback or deploy.rollback_of_id is not None:
                 await self.endings.finish_rollback(deploy, persist)
             else:
                 await self.endings.finish(
@@ -365,7 +365,17 @@ def _promoted(step_record: dict[str, Any], user: str) -> None:
 
 
 async def _rollback_step(step_ctx: StepContext) -> StepResult:
+    """Put the wanted version back, then read what runs: a rollback that announces one version
+    while another runs (a blind `rollout undo` can do that) fails instead of succeeding."""
+    wanted = step_ctx.deploy.previous_version  # a rollback's context brings this one back
     try:
-        return await step_ctx.target.rollback(step_ctx.deploy)
+        result = await step_ctx.target.rollback(step_ctx.deploy)
+        running = await step_ctx.target.current()
     except TargetError as exc:
         raise StepFailed(str(exc)) from exc
+    if wanted and running.version != wanted:
+        raise StepFailed(
+            f"asked to restore {wanted}, but {running.version or 'nothing'} runs now "
+            f"({running.detail})"
+        )
+    return result

@@ -47,6 +47,12 @@ HEADLINE = {
 }
 
 
+def is_rollback(deploy: Deploy) -> bool:
+    """A rollback: the fast kind (strategy `rollback`), or one that went through every gate
+    because its version had not succeeded in the environment before (it undoes a deploy)."""
+    return deploy.strategy == "rollback" or deploy.rollback_of_id is not None
+
+
 def elapsed(started: str | None, finished: str | None, now: datetime | None = None) -> str:
     if not started:
         return ""
@@ -85,7 +91,7 @@ def deploy_message(deploy: Deploy, *, approvals_required: int = 0) -> Message:
     if approvals_required:
         fields.append(("Approved by", text(approvers, f" ({approvals_required} needed)")))
     headline = HEADLINE.get(deploy.state, deploy.state)
-    if deploy.strategy == "rollback":
+    if is_rollback(deploy):
         what = f"{deploy.service} in {deploy.environment} to {deploy.version}"
         said = text(f"*Rollback #{deploy.id}: {what}* — {headline}")
     else:
@@ -111,7 +117,7 @@ def declare_incident_button(deploy: Deploy, details: dict[str, Any]) -> Button:
             f"{deploy.service} {deploy.version} rolled back automatically {where} "
             f"({details.get('auto_rollback')})"
         )
-    elif deploy.strategy == "rollback":
+    elif is_rollback(deploy):
         bad = f" from {deploy.previous_version}" if deploy.previous_version else ""
         what = f"{deploy.service} rolled back{bad} to {deploy.version} {where}"
     else:
@@ -132,9 +138,7 @@ def buttons_for(deploy: Deploy, details: dict[str, Any]) -> tuple[Button, ...]:
         if details.get("acknowledged_by"):
             return (declare,)
         return (Button(ACKNOWLEDGE, "Acknowledge", value, "primary"), declare)
-    if deploy.state == "rolled_back" or (
-        deploy.state == "succeeded" and deploy.strategy == "rollback"
-    ):
+    if deploy.state == "rolled_back" or (deploy.state == "succeeded" and is_rollback(deploy)):
         return (declare_incident_button(deploy, details),)
     if deploy.state == "monitoring" and details.get("inconclusive"):
         return (
@@ -166,7 +170,7 @@ def buttons_for(deploy: Deploy, details: dict[str, Any]) -> tuple[Button, ...]:
         if deploy.strategy == "canary":
             buttons.append(Button(PROMOTE, "Promote", value, "primary"))
         return tuple(buttons)
-    if deploy.state == "succeeded" and deploy.strategy != "rollback" and deploy.previous_version:
+    if deploy.state == "succeeded" and not is_rollback(deploy) and deploy.previous_version:
         restore = deploy.previous_version
         return (
             Button(

@@ -7,6 +7,7 @@ from sqlalchemy import select
 from bot.db.models import Deploy
 from bot.deploys import gates, locks
 from bot.deploys.deps import DeployDeps
+from bot.deploys.messaging import is_rollback
 from bot.deploys.publisher import DeployPublisher
 from bot.deploys.states import ACTIVE_STATES, DeployState
 from bot.deploys.store import DeployStore
@@ -63,7 +64,8 @@ class DeployQueries:
         lines = [
             stored(
                 text(
-                    f"#{d.id} {d.created_at:%Y-%m-%d %H:%M} {d.environment} {d.version} "
+                    f"#{d.id} {d.created_at:%Y-%m-%d %H:%M} {d.environment} "
+                    f"{'rollback to ' if is_rollback(d) else ''}{d.version} "
                     f"{_state(d)} by ",
                     Mention(d.requested_by),
                 )

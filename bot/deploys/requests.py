@@ -53,8 +53,13 @@ class DeployRequests:
         strategy: str | None,
         dry_run: bool,
         requester: str,
+        rollback_of: Deploy | None = None,
     ) -> Result:
-        """`/deploy <service> <env> [<version>]`: check every gate, then start or await approval."""
+        """`/deploy <service> <env> [<version>]`: check every gate, then start or await approval.
+
+        `rollback_of` is the succeeded deploy a rollback undoes: a rollback to a version that has
+        not succeeded in the environment before is a deploy like any other, marked as a rollback.
+        """
         svc, env = self.deps.lookup(service, environment)
         target_config = svc.targets.get(env.name)
         if target_config is None:
@@ -106,10 +111,10 @@ class DeployRequests:
                 return _dry_run_answer(context, results, plan, steps)
             failure = gates.evaluate(results)
             if failure:
-                return _refused_by(failure, svc.name, version, env.name)
+                return _refused_by(failure, svc.name, version, env.name, rollback_of)
             # The run goes on with this target (and what it just read): one API read less.
             handed_on = True
-            return await self._create(svc, env, context, requester, steps, target)
+            return await self._create(svc, env, context, requester, steps, target, rollback_of)
         except TargetError as exc:
             return refused(f"cannot read what runs in {env.name}: {exc}")
         finally:
@@ -176,22 +181,27 @@ class DeployRequests:
         requester: str,
         steps: list[Step],
         target: Target,
+        rollback_of: Deploy | None = None,
     ) -> Result:
         """Record the deploy with its lock and audit entry, post its message, and start it (or
         wait for approval). `target` is handed on to the run, which closes it."""
         values = self._new_row(env, context, requester, steps)
         version = context.version
+        detail: dict[str, Any] = {"service": svc.name, "environment": env.name, "version": version}
+        if rollback_of is not None:
+            values["rollback_of_id"] = rollback_of.id
+            detail.update(of=rollback_of.id, restore=version)
         started = False
         try:
             deploy_id = await self.store.create(
                 values,
-                action="deploy:requested",
-                detail={"service": svc.name, "environment": env.name, "version": version},
+                action="rollback:requested" if rollback_of else "deploy:requested",
+                detail=detail,
             )
             if deploy_id is None:
                 holder = await self.store.lock_holder(svc.name, env.name)
                 lock = _lock_refusal(svc.name, env.name, holder or locks.unknown_holder())
-                return _refused_by(lock, svc.name, version, env.name)
+                return _refused_by(lock, svc.name, version, env.name, rollback_of)
             deploy = Deploy(id=deploy_id, **values)
             if deploy.state == DeployState.RUNNING:
                 self.engine.start(deploy.id, deploy, target)
@@ -206,11 +216,18 @@ class DeployRequests:
             if not deploy.message_ts:
                 await self.publisher.publish(deploy)
             what = f"Deploy #{deploy.id} of {svc.name} {version} to {env.name}"
+            if rollback_of is not None:
+                what = f"Rollback #{deploy.id} of {svc.name} in {env.name} to {version}"
             if started:
                 answer = text(f"{what} started.")
             else:
                 approvers = join(", ", map(Mention, env.approvers))
                 answer = text(f"{what} waits for {env.approvals} approval(s) from ", approvers, ".")
+            if rollback_of is not None:
+                answer += text(
+                    f" {version} has not succeeded in {env.name} before, so this rollback is a "
+                    "deploy and passed every deploy gate."
+                )
         finally:
             if not started:
                 await target.close()
@@ -243,6 +260,7 @@ class DeployRequests:
             "updated_at": now,
             "started_at": None if env.approvals else now,
             "approval_expires_at": now + env.approval_timeout if env.approvals else None,
+            "rollback_of_id": None,
         }
 
     # -- approval --------------------------------------------------------------------------------
@@ -402,8 +420,20 @@ def _dry_run_answer(
     return Result(True, Message(text(f"{head}\n", verdict_text), preformatted=body))
 
 
-def _refused_by(gate: gates.GateResult, service: str, version: str, environment: str) -> Result:
-    return refused(text(f"deploy of {service} {version} to {environment} refused by ", gate.reason))
+def _refused_by(
+    gate: gates.GateResult,
+    service: str,
+    version: str,
+    environment: str,
+    rollback_of: Deploy | None = None,
+) -> Result:
+    what = f"deploy of {service} {version} to {environment}"
+    if rollback_of is not None:
+        what = (
+            f"rollback of {service} in {environment} to {version} (a deploy: {version} has not "
+            f"succeeded in {environment} before)"
+        )
+    return refused(text(f"{what} refused by ", gate.reason))
 
 
 def _lock_refusal(service: str, environment: str, holder: locks.LockHolder) -> gates.GateResult:

@@ -1,9 +1,16 @@
-"""Manual rollback, the fast path: no analysis, no approval, but who may act and the audit stay.
+"""Manual rollback: `/rollback` and the Rollback buttons.
 
-A rollback is a deploy row of strategy `rollback` (its `version` is what comes back, its
-`previous_version` what is taken away, `rollback_of_id` the deploy it undoes) with one step. It
-takes the same (service, environment) lock as a deploy, in the transaction that creates it, so
-twenty people pressing Rollback at once produce one rollback; the others are told who is doing it.
+Two paths, decided again on every request (a button's value can be old or made up):
+
+- The emergency path, for a version that succeeded in the same environment before: no
+  analysis, no approval, no freeze or promotion gate, but who may act, the lock and the audit
+  stay. It is a deploy row of strategy `rollback` (its `version` is what comes back, its
+  `previous_version` what is taken away, `rollback_of_id` the deploy it undoes) with one step,
+  which puts that version back and then checks that it runs. It takes the same (service,
+  environment) lock as a deploy, in the transaction that creates it, so twenty people pressing
+  Rollback at once produce one rollback; the others are told who is doing it.
+- Any other version is a deploy: `/deploy`'s own request (bot/deploys/requests.py) with every
+  gate and the approval by someone else, marked as a rollback by its `rollback_of_id`.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 from bot import audit
 from bot.db.models import Deploy, utc_now
 from bot.deploys import gates, locks
-from bot.deploys.messaging import ROLLBACK_CONFIRM
+from bot.deploys.messaging import ROLLBACK_CONFIRM, is_rollback
 from bot.deploys.service import Deploys
 from bot.deploys.states import DeployState
 from bot.messages import Button, Mention, Message, Result, Text, refused, text
@@ -50,10 +57,27 @@ class Rollbacks:
             return refused(f"{service} in {environment} already runs {restore}.")
         return last, restore
 
+    async def _emergency(self, service: str, environment: str, restore: str) -> bool:
+        """May this rollback skip approval? Only to a version that succeeded there before."""
+        return restore in await self.deploys.store.succeeded_versions(service, environment)
+
+    async def _as_deploy(self, last: Deploy, restore: str, user: str) -> Result:
+        """A version that has not succeeded in the environment: a deploy through every gate."""
+        return await self.deploys.request(
+            service=last.service,
+            environment=last.environment,
+            version=restore,
+            strategy=None,
+            dry_run=False,
+            requester=user,
+            rollback_of=last,
+        )
+
     async def offer(
         self, *, service: str, environment: str, version: str | None, user: str
     ) -> Result:
-        """`/rollback`: say exactly what would be restored, behind a confirm dialog."""
+        """`/rollback`: the emergency path says exactly what it would restore, behind a confirm
+        dialog; any other version is requested as a deploy at once (gates, approval)."""
         allowed = await self._authorized(user, environment)
         if not allowed.passed:
             return refused(allowed.reason)
@@ -61,9 +85,11 @@ class Rollbacks:
         if isinstance(what, Result):
             return what
         last, restore = what
+        if not await self._emergency(service, environment, restore):
+            return await self._as_deploy(last, restore, user)
         text = (
             f"Roll back {service} in {environment} from {last.version} to {restore}? "
-            "It skips analysis and approval."
+            f"{restore} succeeded in {environment} before, so it skips analysis and approval."
         )
         confirm = (
             "Roll back?",
@@ -89,6 +115,25 @@ class Rollbacks:
         if isinstance(what, Result):
             return what
         last, restore = what
+        if not await self._emergency(service, environment, restore):
+            return await self._as_deploy(last, restore, user)
+        row = await self._create(last, restore, user)
+        if isinstance(row, Result):
+            return row
+        await self.deploys.publish(row)
+        self.deploys.start(row.id)
+        return Result(
+            True, Message(f"Rolling back {service} in {environment} to {restore} (#{row.id}).")
+        )
+
+    async def _create(self, last: Deploy, restore: str, user: str) -> Deploy | Result:
+        """The rollback's row with its lock and audit entry; the refusal when the lock is held."""
+        service, environment = last.service, last.environment
+        details = last.details or {}
+        # What the target needs to undo the last deploy (e.g. which colour was live) describes
+        # how to put back exactly the version before it, and only when that deploy changed it.
+        undoes_last = restore == last.previous_version and last.strategy != "rollback"
+        target_state = dict(details.get("target_state") or {}) if undoes_last else {}
         now = utc_now()
         async with self.deps.db.transaction() as session:
             row = Deploy(
@@ -102,8 +147,7 @@ class Rollbacks:
                 rollback_of_id=last.id,
                 details={
                     "steps": [dict(ROLLBACK_STEP)],
-                    # What the target needs to undo the deploy (e.g. which colour was live).
-                    "target_state": dict((last.details or {}).get("target_state") or {}),
+                    "target_state": target_state,
                     "approved_by": [],
                 },
                 created_at=now,
@@ -124,17 +168,13 @@ class Rollbacks:
                 outcome="running",
                 detail={"deploy": row.id, "of": last.id, "restore": restore},
             )
-        await self.deploys.publish(row)
-        self.deploys.start(row.id)
-        return Result(
-            True, Message(f"Rolling back {service} in {environment} to {restore} (#{row.id}).")
-        )
+        return row
 
     async def _busy(self, service: str, environment: str, holder: locks.LockHolder) -> Text:
         if holder.deploy_id:
             async with self.deps.db.session() as session:
                 other = await session.get(Deploy, holder.deploy_id)
-            if other is not None and other.strategy == "rollback":
+            if other is not None and is_rollback(other):
                 since = holder.since.strftime("%H:%M:%S UTC")
                 return text(
                     Mention(other.requested_by),

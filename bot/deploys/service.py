@@ -71,8 +71,10 @@ class Deploys:
         strategy: str | None,
         dry_run: bool,
         requester: str,
+        rollback_of: Deploy | None = None,
     ) -> Result:
-        """`/deploy <service> <env> [<version>]`: check every gate, then start or await approval."""
+        """`/deploy <service> <env> [<version>]`: check every gate, then start or await approval
+        (`rollback_of`: the succeeded deploy a rollback through every gate undoes)."""
         return await self.requests.request(
             service=service,
             environment=environment,
@@ -80,6 +82,7 @@ class Deploys:
             strategy=strategy,
             dry_run=dry_run,
             requester=requester,
+            rollback_of=rollback_of,
         )
 
     async def approve(self, *, deploy_id: int, user: str) -> Result:

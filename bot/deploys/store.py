@@ -45,6 +45,7 @@ COLUMNS = (
     "updated_at",
     "started_at",
     "approval_expires_at",
+    "rollback_of_id",
 )
 
 

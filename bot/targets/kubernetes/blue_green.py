@@ -133,16 +133,12 @@ class BlueGreen:
         if serving == back_to:
             return StepResult(f"{self.config.service} still sends all traffic to {name}")
         deployment = await self.api.find(name)
-        if deployment is None:
+        if deployment is None and not ctx.previous_version:
             raise TargetError(
                 f"cannot switch back: {name} was already deleted (cleanup ran); "
                 "deploy the previous version again instead"
             )
-        if deployment["spec"].get("replicas", 1) == 0:
-            # Someone scaled the old colour down: bring it back before it gets traffic.
-            serving_deployment = await self.api.read(self.deployment(serving))
-            replicas = serving_deployment["spec"].get("replicas", 1)
-            await self.api.patch_deployment(name, {"spec": {"replicas": replicas}})
+        await self._give_version(ctx, name, deployment, serving)
         deployment, lines = await self.rollouts.wait_rolled_out(
             ctx, name, self.config.ready_timeout
         )
@@ -155,6 +151,37 @@ class BlueGreen:
                 [*lines, f"PATCH {self.api.service_ref}: selector {COLOUR_LABEL}={back_to}"]
             ),
         )
+
+    async def _give_version(
+        self, ctx: DeployContext, name: str, deployment: JsonDict | None, serving: str
+    ) -> None:
+        """Make the colour to switch back to run `ctx.previous_version` with the serving
+        colour's replicas: recreate it when cleanup deleted it, patch it when it runs another
+        version (a rollback to an older one) or was scaled down."""
+        serving_deployment = await self.api.read(self.deployment(serving))
+        replicas = serving_deployment["spec"].get("replicas", 1)
+        wanted = self.rollouts.image(ctx.previous_version) if ctx.previous_version else None
+        if deployment is None:
+            assert wanted is not None
+            colour = name.rsplit("-", 1)[-1]
+            body = clone_deployment(
+                serving_deployment,
+                name,
+                {COLOUR_LABEL: colour},
+                container=self.config.container,
+                image=wanted,
+                replicas=replicas,
+            )
+            await self.api.create(body)
+            return
+        changes: JsonDict = {}
+        if deployment["spec"].get("replicas", 1) == 0:
+            changes["replicas"] = replicas
+        image = self.rollouts.container(deployment)["image"]
+        if wanted and image_tag(image) != ctx.previous_version:
+            changes["template"] = {"spec": {"containers": [self.rollouts.container_patch(wanted)]}}
+        if changes:
+            await self.api.patch_deployment(name, {"spec": changes})
 
     async def _switch_service(self, colour: str) -> None:
         service = await self.api.read_service()

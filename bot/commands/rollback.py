@@ -47,7 +47,7 @@ def _parse(words: list[str], catalog: Catalog) -> ParseResult:
 
 SPEC = CommandSpec(
     name="/rollback",
-    summary="put back the previous version of a service, fast",
+    summary="put back an earlier version: at once if it succeeded there, else as a deploy",
     usage=("<service> <env> [<version>]", "help"),
     parser=_parse,
 )
